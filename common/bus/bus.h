@@ -1,0 +1,84 @@
+#pragma once
+// The NATS connection every process uses: an RAII wrapper over nats.c.
+//
+// Threading: nats.c delivers each subscription's messages on that subscription's own thread,
+// in order. Handlers may publish. Publish() is thread-safe.
+// Lifecycle: destroying a Subscription unsubscribes it (after its handler returns); destroying
+// the Bus closes the connection. Drain() is the orderly shutdown (STYLE.md, "Resources").
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace chasqui {
+
+struct BusOptions {
+  std::string url = "nats://127.0.0.1:4222";
+  std::string name;  // connection name, shown by nats-server and in our logs
+  // nats.c holds plain publishes up to ~1 ms to batch them. true = lower latency per message,
+  // false = higher pipelined throughput. Choose per connection on purpose.
+  bool send_asap = false;
+  int max_reconnect = -1;  // -1: forever
+  absl::Duration reconnect_wait = absl::Milliseconds(250);
+  absl::Duration connect_timeout = absl::Seconds(2);
+  // Pending-message limit per subscription before nats.c drops and reports a slow consumer.
+  int pending_msgs_limit = 65536;
+};
+
+// A delivered message. The views are valid only during the handler call.
+struct BusMessage {
+  std::string_view subject;
+  std::string_view reply;
+  std::string_view data;
+  bool no_responders = false;  // nats-server's "no responders" status for a request
+};
+using BusHandler = std::function<void(const BusMessage&)>;
+
+// The small interface logic is written against, so unit tests can use a fake.
+class Publisher {
+ public:
+  virtual ~Publisher() = default;
+  // Publishes `data` on `subject` with an optional reply subject. Thread-safe.
+  virtual absl::Status Publish(std::string_view subject, std::string_view data,
+                               std::string_view reply = {}) = 0;
+};
+
+class Subscription {
+ public:
+  virtual ~Subscription() = default;
+  // Stops new deliveries, lets queued ones finish, waits up to `timeout`.
+  virtual absl::Status Drain(absl::Duration timeout) = 0;
+};
+
+class Bus : public Publisher {
+ public:
+  // Connects, with reconnect/disconnect/closed/error handlers that each log one line.
+  // Unavailable (naming the url and nats.c's reason) if the server cannot be reached.
+  static absl::StatusOr<std::unique_ptr<Bus>> Connect(const BusOptions& options);
+  ~Bus() override = default;
+
+  absl::Status Publish(std::string_view subject, std::string_view data,
+                       std::string_view reply = {}) override = 0;
+  virtual absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(std::string_view subject,
+                                                                  BusHandler handler) = 0;
+  // Members of one queue group share the messages of `subject`.
+  virtual absl::StatusOr<std::unique_ptr<Subscription>> QueueSubscribe(std::string_view subject,
+                                                                       std::string_view queue,
+                                                                       BusHandler handler) = 0;
+  // Round trip to the server: every publish before it has reached the server.
+  virtual absl::Status Flush(absl::Duration timeout) = 0;
+  // Drains every subscription and then the connection; the Bus is closed afterwards.
+  virtual absl::Status Drain(absl::Duration timeout) = 0;
+
+  virtual bool Connected() const = 0;
+  virtual int64_t Reconnects() const = 0;
+  virtual int64_t MaxPayload() const = 0;
+};
+
+}  // namespace chasqui
