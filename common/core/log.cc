@@ -1,5 +1,7 @@
 #include "common/core/log.h"
 
+#include <sys/resource.h>
+
 #include <memory>
 #include <string>
 
@@ -14,6 +16,11 @@ void InitLogging(std::string_view process_name) {
   logger->set_level(spdlog::level::info);
   logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(logger);
+}
+
+void DisableCoreDumps() {
+  const rlimit none{0, 0};
+  if (setrlimit(RLIMIT_CORE, &none) != 0) spdlog::warn("could not disable core dumps");
 }
 
 }  // namespace chasqui

@@ -13,6 +13,10 @@ namespace chasqui {
 // Names the process in every line. Call once at the start of main(); safe to call again.
 void InitLogging(std::string_view process_name);
 
+// For processes that hold private keys: no core dumps (RLIMIT_CORE 0), so a crash cannot
+// write a key to disk.
+void DisableCoreDumps();
+
 }  // namespace chasqui
 
 #define CHQ_LOG_INFO(...) ::spdlog::info(__VA_ARGS__)

@@ -25,6 +25,13 @@
   CHASQUI_ASSIGN_OR_RETURN_IMPL_(CHASQUI_CONCAT_(chasqui_statusor_, __LINE__), lhs, expr)
 
 namespace chasqui {
+
+// Debian 12's absl::string_view is not std::string_view; these bridge the two.
+inline std::string_view MessageOf(const absl::Status& s) {
+  return {s.message().data(), s.message().size()};
+}
+inline absl::string_view ToAbsl(std::string_view s) { return {s.data(), s.size()}; }
+
 [[noreturn]] void CheckFailed(const char* file, int line, const char* expr, std::string_view msg);
 }  // namespace chasqui
 

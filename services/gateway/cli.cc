@@ -1,0 +1,235 @@
+// chasqui: the command line of an entity and of the operator.
+//   chasqui keygen  --entity segip --env test [--role router] --out DIR
+//   chasqui trust   --out trust.json A.pub B.pub ...
+//   chasqui call    --key K --trust T --provider segip --service persona_consulta
+//                   --end-user ana.perez --body '{"ci":"4567890"}'
+//   chasqui serve-demo --key K --trust T      (a demo provider of persona_consulta)
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "CLI/CLI.hpp"
+#include "common/bus/bus.h"
+#include "common/core/log.h"
+#include "common/core/names.h"
+#include "common/core/status.h"
+#include "common/envelope/errors.h"
+#include "common/envelope/identity.h"
+#include "fmt/format.h"
+#include "nats/nats.h"
+#include "nlohmann/json.hpp"
+#include "services/gateway/sdk.h"
+
+namespace {
+
+using chasqui::MessageOf;
+
+int Fail(const absl::Status& status) {
+  std::cerr << "chasqui: " << MessageOf(status) << "\n";
+  return 2;
+}
+
+int Keygen(const std::string& entity, const std::string& env, const std::string& role_name,
+           const std::string& out_dir) {
+  if (auto s = chasqui::ValidateName("entity", entity); !s.ok()) return Fail(s);
+  if (auto s = chasqui::ValidateEnv(env); !s.ok()) return Fail(s);
+  chasqui::Role role;
+  if (role_name == "entity") {
+    role = chasqui::Role::kEntity;
+  } else if (role_name == "router") {
+    role = chasqui::Role::kRouter;
+  } else {
+    return Fail(absl::InvalidArgumentError("--role must be entity or router"));
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(out_dir, ec);
+  const chasqui::Identity id = chasqui::GenerateIdentity(entity, env, role);
+  const std::string base = fmt::format("{}/{}.{}", out_dir, entity, env);
+  if (auto s = chasqui::WriteIdentity(base + ".key", id); !s.ok()) return Fail(s);
+  std::ofstream pub(base + ".pub");
+  pub << chasqui::PublicIdentityJson(id.pub);
+  pub.close();
+  if (!pub) return Fail(absl::InternalError("cannot write " + base + ".pub"));
+  std::cout << fmt::format(
+      "wrote {0}.key (private, mode 0600: never leaves {1}'s machines)\n"
+      "wrote {0}.pub (public: give it to the platform operator)\n"
+      "serial {2}, role {3}, env {4}\n",
+      base, entity, id.pub.serial, role_name, env);
+  return 0;
+}
+
+int Trust(const std::string& out, const std::vector<std::string>& pubs) {
+  std::vector<chasqui::PublicIdentity> ids;
+  for (const std::string& path : pubs) {
+    std::ifstream in(path);
+    if (!in) return Fail(absl::NotFoundError("cannot read " + path));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    auto p = chasqui::ParsePublicIdentity(ss.str(), path);
+    if (!p.ok()) return Fail(p.status());
+    ids.push_back(*std::move(p));
+  }
+  std::ofstream file(out);
+  file << chasqui::TrustFileJson(ids);
+  file.close();
+  if (!file) return Fail(absl::InternalError("cannot write " + out));
+  std::cout << fmt::format("wrote {} with {} identities\n", out, ids.size());
+  return 0;
+}
+
+struct Connection {
+  std::unique_ptr<chasqui::Bus> bus;
+  std::optional<chasqui::Identity> identity;
+  std::optional<chasqui::TrustStore> trust;
+};
+
+absl::StatusOr<Connection> Connect(const std::string& nats, const std::string& key,
+                                   const std::string& trust_file, const std::string& name) {
+  Connection c;
+  CHASQUI_ASSIGN_OR_RETURN(auto identity, chasqui::LoadIdentity(key));
+  CHASQUI_ASSIGN_OR_RETURN(auto trust, chasqui::TrustStore::Load(trust_file, identity.pub.env));
+  chasqui::BusOptions options;
+  options.url = nats;
+  options.name = fmt::format("chasqui-{}-{}", name, identity.pub.entity);
+  options.send_asap = true;
+  CHASQUI_ASSIGN_OR_RETURN(c.bus, chasqui::Bus::Connect(options));
+  c.identity.emplace(std::move(identity));
+  c.trust.emplace(std::move(trust));
+  return c;
+}
+
+int Call(const std::string& nats, const std::string& key, const std::string& trust_file,
+         const std::string& provider, const std::string& service, chasqui::CallOptions options,
+         const std::string& body) {
+  auto c = Connect(nats, key, trust_file, "call");
+  if (!c.ok()) return Fail(c.status());
+  auto consumer = chasqui::Consumer::Create(c->bus.get(), std::move(*c->identity),
+                                            std::move(*c->trust));
+  if (!consumer.ok()) return Fail(consumer.status());
+  chasqui::CallResult r = (*consumer)->Call(provider, service, body, options);
+  consumer->reset();
+  if (r.status.ok()) {
+    std::cout << r.body << "\n";
+    std::cerr << fmt::format("OK request {}\n", r.request_id);
+    return 0;
+  }
+  std::cerr << fmt::format("{} request {}: {}\n", chasqui::CodeName(chasqui::ChasquiCode(r.status)),
+                           r.request_id, MessageOf(r.status));
+  return 1;
+}
+
+// A stand-in for SEGIP's identity registry, so the demo has something to ask.
+absl::StatusOr<std::string> DemoPersonaConsulta(const chasqui::RequestContext& ctx,
+                                                std::string_view body) {
+  const nlohmann::json request = nlohmann::json::parse(body, nullptr, false);
+  if (!request.is_object() || !request.contains("ci") || !request["ci"].is_string()) {
+    return chasqui::ChasquiError(chasqui::v1::BAD_REQUEST,
+                                 "persona_consulta expects {\"ci\": \"<cedula>\"}");
+  }
+  static const std::map<std::string, std::pair<std::string, std::string>> registry = {
+      {"4567890", {"Ana Mamani Quispe", "1990-04-12"}},
+      {"1234567", {"Juan Carlos Flores", "1985-11-30"}},
+  };
+  const std::string ci = request["ci"];
+  auto it = registry.find(ci);
+  if (it == registry.end()) {
+    return nlohmann::json{{"ci", ci}, {"encontrado", false}}.dump();
+  }
+  CHQ_LOG_INFO("persona_consulta ci=*** for {} (end user {})", ctx.consumer, ctx.end_user);
+  return nlohmann::json{{"ci", ci},
+                        {"encontrado", true},
+                        {"nombre", it->second.first},
+                        {"fecha_nacimiento", it->second.second},
+                        {"estado", "VIGENTE"}}
+      .dump();
+}
+
+int ServeDemo(const std::string& nats, const std::string& key, const std::string& trust_file) {
+  chasqui::InitLogging("demo-provider");
+  chasqui::DisableCoreDumps();
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  auto c = Connect(nats, key, trust_file, "provider");
+  if (!c.ok()) return Fail(c.status());
+  auto provider = chasqui::Provider::Create(c->bus.get(), std::move(*c->identity),
+                                            std::move(*c->trust));
+  if (!provider.ok()) return Fail(provider.status());
+  if (auto s = (*provider)->Serve("persona_consulta", DemoPersonaConsulta); !s.ok()) return Fail(s);
+  if (auto s = (*provider)->Serve("echo", [](const chasqui::RequestContext&,
+                                             std::string_view body) -> absl::StatusOr<std::string> {
+        return std::string(body);
+      });
+      !s.ok()) {
+    return Fail(s);
+  }
+  int sig = 0;
+  sigwait(&signals, &sig);
+  CHQ_LOG_INFO("signal {}: stopping after {} requests handled, {} refused", sig,
+               (*provider)->handled(), (*provider)->refused());
+  provider->reset();
+  (void)c->bus->Drain(absl::Seconds(2));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"chasqui: keys, trust files and calls for entities joining the backbone"};
+  app.require_subcommand(1);
+
+  std::string entity, env = "test", role = "entity", out_dir = ".";
+  auto* keygen = app.add_subcommand("keygen", "create an entity's (or router's) key pair");
+  keygen->add_option("--entity", entity, "entity id, e.g. segip (or router)")->required();
+  keygen->add_option("--env", env, "test or prod");
+  keygen->add_option("--role", role, "entity or router");
+  keygen->add_option("--out", out_dir, "directory for <entity>.<env>.key and .pub");
+
+  std::string trust_out = "trust.json";
+  std::vector<std::string> pubs;
+  auto* trust = app.add_subcommand("trust", "assemble a trust file from .pub files");
+  trust->add_option("--out", trust_out, "trust file to write");
+  trust->add_option("pubs", pubs, ".pub files")->required();
+
+  std::string nats = "nats://127.0.0.1:4222", key, trust_file, provider, service, body;
+  chasqui::CallOptions call_options;
+  int64_t timeout_ms = 10000;
+  auto* call = app.add_subcommand("call", "call a service through the backbone");
+  call->add_option("--nats", nats, "NATS server URL");
+  call->add_option("--key", key, "this entity's key file")->required();
+  call->add_option("--trust", trust_file, "trust file")->required();
+  call->add_option("--provider", provider, "provider entity")->required();
+  call->add_option("--service", service, "service name")->required();
+  call->add_option("--end-user", call_options.end_user, "official on whose behalf")->required();
+  call->add_option("--purpose", call_options.purpose, "purpose of the query");
+  call->add_option("--body", body, "request body");
+  call->add_option("--timeout-ms", timeout_ms, "give up after this long");
+
+  auto* serve = app.add_subcommand("serve-demo", "serve demo persona_consulta and echo services");
+  serve->add_option("--nats", nats, "NATS server URL");
+  serve->add_option("--key", key, "this entity's key file")->required();
+  serve->add_option("--trust", trust_file, "trust file")->required();
+
+  CLI11_PARSE(app, argc, argv);
+  std::signal(SIGPIPE, SIG_IGN);
+  spdlog::set_level(spdlog::level::warn);
+  int rc = 0;
+  if (*keygen) rc = Keygen(entity, env, role, out_dir);
+  if (*trust) rc = Trust(trust_out, pubs);
+  if (*call) {
+    call_options.timeout = absl::Milliseconds(timeout_ms);
+    rc = Call(nats, key, trust_file, provider, service, call_options, body);
+  }
+  if (*serve) rc = ServeDemo(nats, key, trust_file);
+  nats_Close();
+  return rc;
+}

@@ -1,0 +1,357 @@
+#include "services/gateway/sdk.h"
+
+#include <future>
+#include <utility>
+
+#include "common/core/log.h"
+#include "common/core/names.h"
+#include "common/core/status.h"
+#include "common/envelope/envelope.h"
+#include "common/envelope/errors.h"
+#include "common/envelope/subjects.h"
+#include "fmt/format.h"
+
+namespace chasqui {
+namespace {
+
+absl::Status CheckOwnIdentity(const Identity& identity, const TrustStore& trust) {
+  if (identity.pub.role != Role::kEntity) {
+    return absl::InvalidArgumentError("the SDK needs an entity key, not a router key");
+  }
+  if (identity.pub.env != trust.env()) {
+    return absl::InvalidArgumentError(fmt::format(
+        "the key is for environment {} but the trust store is for {}", identity.pub.env,
+        trust.env()));
+  }
+  return absl::OkStatus();
+}
+
+CallResult Failed(v1::Code code, std::string_view message, const std::string& id) {
+  return CallResult{ChasquiError(code, message), "", ToHex(id), 0};
+}
+
+}  // namespace
+
+Consumer::Consumer(Bus* bus, Identity identity, TrustStore trust, ConsumerOptions options,
+                   const Clock& clock)
+    : bus_(bus),
+      identity_(std::move(identity)),
+      trust_(std::move(trust)),
+      options_(options),
+      clock_(clock),
+      client_id_(ToHex(RandomString(8))),
+      root_cache_(clock, options.freshness_window_ms),
+      verifier_(trust_.env(), &root_cache_),
+      session_keys_(identity_.kx, SessionKeyCache::Side::kClient),
+      signer_(identity_.sign, EnvelopeTag(trust_.env())) {}
+
+absl::StatusOr<std::unique_ptr<Consumer>> Consumer::Create(Bus* bus, Identity identity,
+                                                           TrustStore trust,
+                                                           ConsumerOptions options,
+                                                           const Clock& clock) {
+  CHASQUI_RETURN_IF_ERROR(CheckOwnIdentity(identity, trust));
+  std::unique_ptr<Consumer> c(
+      new Consumer(bus, std::move(identity), std::move(trust), options, clock));
+  CHASQUI_ASSIGN_OR_RETURN(
+      c->mux_, RequestMux::Create(bus, fmt::format("{}.{}",
+                                                   EntityInboxPrefix(c->trust_.env(),
+                                                                     c->identity_.pub.entity),
+                                                   c->client_id_)));
+  CHQ_LOG_INFO("consumer {} env={} ready (key serial {})", c->identity_.pub.entity,
+               c->trust_.env(), c->identity_.pub.serial);
+  return c;
+}
+
+Consumer::~Consumer() { mux_.reset(); }
+
+void Consumer::CallAsync(std::string_view provider, std::string_view service,
+                         std::string_view body, const CallOptions& options,
+                         std::function<void(CallResult)> done) {
+  const std::string id = NewEnvelopeId();
+  if (!IsValidName(provider) || !IsValidName(service)) {
+    done(Failed(v1::BAD_REQUEST,
+                fmt::format("provider \"{}\" and service \"{}\" must be valid names",
+                            Printable(provider), Printable(service)),
+                id));
+    return;
+  }
+  if (options.end_user.empty()) {
+    done(Failed(v1::BAD_REQUEST,
+                "end_user is mandatory: name the official on whose behalf the query runs", id));
+    return;
+  }
+  const PublicIdentity* peer = trust_.Find(provider, Role::kEntity);
+  if (peer == nullptr) {
+    done(Failed(v1::NOT_FOUND,
+                fmt::format("provider {} has no key in {}'s trust file", provider, trust_.env()),
+                id));
+    return;
+  }
+  auto keys = session_keys_.For(peer->kx_pk);
+  if (!keys.ok()) {
+    done(Failed(v1::BAD_REQUEST, MessageOf(keys.status()), id));
+    return;
+  }
+  v1::Header h;
+  h.set_protocol_version(kProtocolVersion);
+  h.set_id(id);
+  h.set_env(trust_.env());
+  h.set_kind(v1::KIND_REQUEST);
+  h.set_consumer(identity_.pub.entity);
+  h.set_provider(std::string(provider));
+  h.set_service(std::string(service));
+  h.set_service_version(options.service_version);
+  h.set_end_user(options.end_user);
+  h.set_purpose(options.purpose);
+  h.set_annex_id(options.annex_id);
+  h.set_consent_ref(options.consent_ref);
+  h.set_sent_at_ms(clock_.NowUnixMillis());
+  h.set_sender_cert(identity_.pub.serial);
+  h.set_recipient_cert(peer->serial);
+  std::string sealed = SealBody(h, (*keys)->tx, nonces_, body);
+  std::string subject = RequestSubjectFor(trust_.env(), identity_.pub.entity, provider, service);
+  auto shared_keys = *std::move(keys);
+  SignEnvelope(
+      signer_, std::move(h), std::move(sealed),
+      [this, id, peer, shared_keys, subject = std::move(subject), timeout = options.timeout,
+       done = std::move(done)](std::string wire) mutable {
+        auto shared_done = std::make_shared<std::function<void(CallResult)>>(std::move(done));
+        absl::Status sent = mux_->Request(
+            subject, wire, timeout,
+            [this, id, peer, shared_keys, shared_done](MuxOutcome outcome, const BusMessage* reply) {
+              (*shared_done)(OnAnswer(id, *peer, *shared_keys, outcome, reply));
+            });
+        if (!sent.ok()) {
+          (*shared_done)(Failed(v1::UNAVAILABLE,
+                                fmt::format("cannot send the request: {}", MessageOf(sent)), id));
+        }
+      });
+}
+
+CallResult Consumer::OnAnswer(const std::string& id, const PublicIdentity& provider,
+                              const SessionKeys& keys, MuxOutcome outcome,
+                              const BusMessage* reply) {
+  switch (outcome) {
+    case MuxOutcome::kTimeout:
+      return Failed(v1::TIMEOUT, "no answer from the platform within the call's timeout", id);
+    case MuxOutcome::kNoResponders:
+      return Failed(v1::UNAVAILABLE,
+                    fmt::format("no router serves {} right now (is the backbone running?)",
+                                trust_.env()),
+                    id);
+    case MuxOutcome::kClosed:
+      return Failed(v1::UNAVAILABLE, "the consumer is shutting down", id);
+    case MuxOutcome::kReply:
+      break;
+  }
+  auto parsed = ParseEnvelope(reply->data);
+  if (!parsed.ok()) {
+    return Failed(v1::PROVIDER_ERROR,
+                  fmt::format("the answer is not a valid envelope: {}", MessageOf(parsed.status())),
+                  id);
+  }
+  const v1::Header& h = parsed->header;
+  const PublicIdentity* signer = trust_.BySerial(h.sender_cert());
+  const bool from_router = signer != nullptr && signer->role == Role::kRouter;
+  const bool from_provider = signer != nullptr && signer->role == Role::kEntity &&
+                             signer->serial == provider.serial;
+  // A router may answer a request it could not even parse: then in_reply_to is empty.
+  const bool answers_us =
+      h.in_reply_to() == id || (from_router && h.kind() == v1::KIND_ERROR && h.in_reply_to().empty());
+  if (!(from_router && h.kind() == v1::KIND_ERROR) && !from_provider) {
+    return Failed(v1::PROVIDER_ERROR, "the answer is signed by neither a router nor the provider",
+                  id);
+  }
+  if (!answers_us || h.env() != trust_.env() || h.consumer() != identity_.pub.entity ||
+      h.kind() == v1::KIND_REQUEST) {
+    return Failed(v1::PROVIDER_ERROR, "the answer is not addressed to this request", id);
+  }
+  if (absl::Status s = verifier_.Verify(*parsed, *signer); !s.ok()) {
+    return Failed(v1::PROVIDER_ERROR,
+                  fmt::format("the answer does not verify: {}", MessageOf(s)), id);
+  }
+  if (h.kind() == v1::KIND_ERROR) {
+    CallResult r = Failed(h.error().code(), h.error().message(), id);
+    r.retry_after_ms = h.error().retry_after_ms();
+    return r;
+  }
+  if (h.recipient_cert() != identity_.pub.serial) {
+    return Failed(v1::PROVIDER_ERROR, "the reply is sealed for another key", id);
+  }
+  auto opened = OpenBody(h, keys.rx, parsed->envelope.body());
+  if (!opened.ok()) {
+    return Failed(v1::PROVIDER_ERROR,
+                  fmt::format("the reply does not open: {}", MessageOf(opened.status())), id);
+  }
+  return CallResult{absl::OkStatus(), *std::move(opened), ToHex(id), 0};
+}
+
+CallResult Consumer::Call(std::string_view provider, std::string_view service,
+                          std::string_view body, const CallOptions& options) {
+  std::promise<CallResult> promise;
+  std::future<CallResult> future = promise.get_future();
+  CallAsync(provider, service, body, options,
+            [&promise](CallResult r) { promise.set_value(std::move(r)); });
+  return future.get();
+}
+
+Provider::Provider(Bus* bus, Identity identity, TrustStore trust, ProviderOptions options,
+                   const Clock& clock)
+    : bus_(bus),
+      identity_(std::move(identity)),
+      trust_(std::move(trust)),
+      clock_(clock),
+      root_cache_(clock, options.freshness_window_ms),
+      verifier_(trust_.env(), &root_cache_),
+      replay_(clock, options.freshness_window_ms),
+      session_keys_(identity_.kx, SessionKeyCache::Side::kServer),
+      signer_(identity_.sign, EnvelopeTag(trust_.env())) {}
+
+absl::StatusOr<std::unique_ptr<Provider>> Provider::Create(Bus* bus, Identity identity,
+                                                           TrustStore trust,
+                                                           ProviderOptions options,
+                                                           const Clock& clock) {
+  CHASQUI_RETURN_IF_ERROR(CheckOwnIdentity(identity, trust));
+  return std::unique_ptr<Provider>(
+      new Provider(bus, std::move(identity), std::move(trust), options, clock));
+}
+
+Provider::~Provider() {
+  std::vector<std::unique_ptr<Subscription>> subs;
+  {
+    absl::MutexLock lock(&mu_);
+    subs.swap(subscriptions_);
+  }
+  subs.clear();
+}
+
+absl::Status Provider::Serve(std::string_view service, Handler handler) {
+  CHASQUI_RETURN_IF_ERROR(ValidateName("service", service));
+  const std::string subject = ServiceSubjectFor(trust_.env(), identity_.pub.entity, service);
+  CHASQUI_ASSIGN_OR_RETURN(
+      auto sub,
+      bus_->QueueSubscribe(subject, fmt::format("chq.svc.{}.{}", identity_.pub.entity, service),
+                           [this, s = std::string(service), h = std::move(handler)](
+                               const BusMessage& msg) { HandleRequest(s, h, msg); }));
+  absl::MutexLock lock(&mu_);
+  subscriptions_.push_back(std::move(sub));
+  CHQ_LOG_INFO("provider {} serving {} on {}", identity_.pub.entity, service, subject);
+  return absl::OkStatus();
+}
+
+void Provider::HandleRequest(const std::string& service, const Handler& handler,
+                             const BusMessage& msg) {
+  // Only a router may ask (its inbox is _INBOX._router.<id>); anything else is not answered.
+  if (!IsReplySubjectUnder(msg.reply, "_INBOX._router")) {
+    ++refused_;
+    CHQ_LOG_WARN("request on {} with reply subject \"{}\" not from a router; dropped",
+                 msg.subject, Printable(msg.reply));
+    return;
+  }
+  const std::string reply_to(msg.reply);
+  auto parsed = ParseEnvelope(msg.data);
+  auto refuse = [&](const v1::Header& request, const absl::Status& why) {
+    ++refused_;
+    CHQ_LOG_WARN("refused {} on {}: {}", CodeName(ChasquiCode(why)), msg.subject, MessageOf(why));
+    Send(reply_to, ErrorHeader(request, ChasquiCode(why), MessageOf(why)), "");
+  };
+  if (!parsed.ok()) {
+    v1::Header unknown;
+    unknown.set_consumer("unknown");
+    unknown.set_provider(identity_.pub.entity);
+    unknown.set_service(service);
+    refuse(unknown, parsed.status());
+    return;
+  }
+  const v1::Header& h = parsed->header;
+  if (h.kind() != v1::KIND_REQUEST || h.env() != trust_.env() ||
+      h.provider() != identity_.pub.entity || h.service() != service) {
+    refuse(h, ChasquiError(v1::BAD_REQUEST,
+                           fmt::format("envelope is a {} for {}/{} in {}; this gateway serves {}/{} "
+                                       "in {}",
+                                       h.kind() == v1::KIND_REQUEST ? "request" : "non-request",
+                                       h.provider(), h.service(), h.env(), identity_.pub.entity,
+                                       service, trust_.env())));
+    return;
+  }
+  if (h.recipient_cert() != identity_.pub.serial) {
+    refuse(h, ChasquiError(v1::BAD_REQUEST,
+                           fmt::format("the body is sealed for key {}, not this gateway's key {}",
+                                       h.recipient_cert(), identity_.pub.serial)));
+    return;
+  }
+  const PublicIdentity* signer = trust_.BySerial(h.sender_cert());
+  if (signer == nullptr || signer->role != Role::kEntity || signer->entity != h.consumer()) {
+    refuse(h, ChasquiError(v1::UNAUTHENTICATED,
+                           fmt::format("sender_cert {} is not a key of consumer {}",
+                                       h.sender_cert(), h.consumer())));
+    return;
+  }
+  if (absl::Status s = verifier_.Verify(*parsed, *signer); !s.ok()) {
+    refuse(h, s);
+    return;
+  }
+  if (absl::Status s = replay_.Check(signer->serial, h.id(), h.sent_at_ms()); !s.ok()) {
+    refuse(h, s);
+    return;
+  }
+  auto keys = session_keys_.For(signer->kx_pk);
+  if (!keys.ok()) {
+    refuse(h, ChasquiError(v1::UNAUTHENTICATED, MessageOf(keys.status())));
+    return;
+  }
+  auto body = OpenBody(h, (*keys)->rx, parsed->envelope.body());
+  if (!body.ok()) {
+    refuse(h, body.status());
+    return;
+  }
+  ++handled_;
+  RequestContext ctx{h.consumer(),  h.service(),     h.service_version(), h.end_user(),
+                     h.purpose(),   h.consent_ref(), ToHex(h.id())};
+  absl::StatusOr<std::string> result = handler(ctx, *body);
+  if (!result.ok()) {
+    // A plain error from the provider's system is PROVIDER_ERROR; a ChasquiError keeps its code.
+    const v1::Code code =
+        HasChasquiCode(result.status()) ? ChasquiCode(result.status()) : v1::PROVIDER_ERROR;
+    Send(reply_to, ErrorHeader(h, code, MessageOf(result.status())), "");
+    return;
+  }
+  v1::Header reply = AnswerHeader(h, v1::KIND_REPLY);
+  reply.set_recipient_cert(h.sender_cert());
+  std::string sealed = SealBody(reply, (*keys)->tx, nonces_, *result);
+  Send(reply_to, std::move(reply), std::move(sealed));
+}
+
+v1::Header Provider::AnswerHeader(const v1::Header& request, v1::Kind kind) const {
+  v1::Header h;
+  h.set_protocol_version(kProtocolVersion);
+  h.set_id(NewEnvelopeId());
+  h.set_env(trust_.env());
+  h.set_kind(kind);
+  h.set_consumer(IsValidName(request.consumer()) ? request.consumer() : "unknown");
+  h.set_provider(identity_.pub.entity);
+  h.set_service(IsValidName(request.service()) ? request.service() : "unknown");
+  h.set_service_version(request.service_version());
+  h.set_in_reply_to(request.id().size() == kIdBytes ? request.id() : "");
+  h.set_sent_at_ms(clock_.NowUnixMillis());
+  h.set_sender_cert(identity_.pub.serial);
+  return h;
+}
+
+v1::Header Provider::ErrorHeader(const v1::Header& request, v1::Code code,
+                                 std::string_view message) const {
+  v1::Header h = AnswerHeader(request, v1::KIND_ERROR);
+  h.mutable_error()->set_code(code);
+  h.mutable_error()->set_message(std::string(message.substr(0, kMaxErrorMessageBytes)));
+  return h;
+}
+
+void Provider::Send(const std::string& reply_to, v1::Header header, std::string body) {
+  SignEnvelope(signer_, std::move(header), std::move(body), [this, reply_to](std::string wire) {
+    if (absl::Status s = bus_->Publish(reply_to, wire); !s.ok()) {
+      CHQ_LOG_ERROR("publishing an answer failed: {}", MessageOf(s));
+    }
+  });
+}
+
+}  // namespace chasqui

@@ -1,0 +1,163 @@
+#pragma once
+// The C++ SDK: how an entity's own systems consume and provide services over Chasqui. It is
+// the gateway's library: it holds the entity's private keys, seals and opens bodies, signs in
+// adaptive batches and verifies what it receives.
+//
+//   auto consumer = Consumer::Create(bus, identity, trust, {});
+//   CallResult r = consumer->Call("segip", "persona_consulta", body, {.end_user = "ana.perez"});
+//   if (!r.status.ok()) ... ChasquiCode(r.status) says why, precisely.
+//
+//   auto provider = Provider::Create(bus, identity, trust, {});
+//   provider->Serve("persona_consulta", [](const RequestContext& ctx, std::string_view body)
+//                   -> absl::StatusOr<std::string> { ... });
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/bus/bus.h"
+#include "common/bus/request_mux.h"
+#include "common/core/clock.h"
+#include "common/envelope/batch_signer.h"
+#include "common/envelope/identity.h"
+#include "common/envelope/replay_guard.h"
+#include "common/envelope/session_keys.h"
+#include "common/envelope/verifier.h"
+
+namespace chasqui {
+
+struct CallOptions {
+  std::string end_user;  // mandatory: the official on whose behalf the query runs
+  std::string purpose;
+  std::string consent_ref;
+  std::string annex_id;
+  std::string service_version;
+  absl::Duration timeout = absl::Seconds(10);
+};
+
+struct CallResult {
+  // OK, or a ChasquiError: ChasquiCode(status) is the exact code, the message says why.
+  absl::Status status;
+  std::string body;             // the opened reply body when OK
+  std::string request_id;       // hex, as the trace knows it
+  uint32_t retry_after_ms = 0;  // with QUOTA_EXCEEDED
+};
+
+struct ConsumerOptions {
+  int64_t freshness_window_ms = 30'000;
+};
+
+class Consumer {
+ public:
+  // `bus` must outlive the consumer. The identity must be an entity key for trust.env().
+  static absl::StatusOr<std::unique_ptr<Consumer>> Create(Bus* bus, Identity identity,
+                                                          TrustStore trust,
+                                                          ConsumerOptions options = {},
+                                                          const Clock& clock = SystemClock());
+  ~Consumer();
+
+  // Seals `body` for `provider`, signs it in the next batch and sends it through a router.
+  // `done` runs exactly once, on a bus or signing thread. Thread-safe; many calls may be in
+  // flight.
+  void CallAsync(std::string_view provider, std::string_view service, std::string_view body,
+                 const CallOptions& options, std::function<void(CallResult)> done);
+  // Blocking form.
+  CallResult Call(std::string_view provider, std::string_view service, std::string_view body,
+                  const CallOptions& options);
+
+  uint64_t batches() const { return signer_.batches(); }
+  uint64_t signed_headers() const { return signer_.signed_headers(); }
+
+ private:
+  Consumer(Bus* bus, Identity identity, TrustStore trust, ConsumerOptions options,
+           const Clock& clock);
+  CallResult OnAnswer(const std::string& id, const PublicIdentity& provider,
+                      const SessionKeys& keys, MuxOutcome outcome, const BusMessage* reply);
+
+  Bus* bus_;
+  const Identity identity_;
+  const TrustStore trust_;
+  const ConsumerOptions options_;
+  const Clock& clock_;
+  const std::string client_id_;
+  RootCache root_cache_;
+  EnvelopeVerifier verifier_;
+  SessionKeyCache session_keys_;
+  NonceSource nonces_;
+  BatchSigner signer_;
+  std::unique_ptr<RequestMux> mux_;
+};
+
+// What a provider's handler learns about a request, besides its opened body.
+struct RequestContext {
+  std::string consumer;
+  std::string service;
+  std::string service_version;
+  std::string end_user;
+  std::string purpose;
+  std::string consent_ref;
+  std::string request_id;  // hex
+};
+
+// Returns the reply body, or an error: a ChasquiError keeps its code; any other error reaches
+// the consumer as PROVIDER_ERROR with its message.
+using Handler = std::function<absl::StatusOr<std::string>(const RequestContext& context,
+                                                          std::string_view body)>;
+
+struct ProviderOptions {
+  int64_t freshness_window_ms = 30'000;
+};
+
+class Provider {
+ public:
+  static absl::StatusOr<std::unique_ptr<Provider>> Create(Bus* bus, Identity identity,
+                                                          TrustStore trust,
+                                                          ProviderOptions options = {},
+                                                          const Clock& clock = SystemClock());
+  ~Provider();
+
+  // Serves `service` on `chq.<env>.svc.<provider>.<service>` (a queue group, so several
+  // gateways of one entity share the load). Each request is verified, checked for freshness
+  // and replay, and opened before `handler` sees it; a refused one never reaches the handler.
+  absl::Status Serve(std::string_view service, Handler handler);
+
+  // Requests that reached a handler, and requests refused before one.
+  uint64_t handled() const { return handled_.load(); }
+  uint64_t refused() const { return refused_.load(); }
+  uint64_t batches() const { return signer_.batches(); }
+  uint64_t signed_headers() const { return signer_.signed_headers(); }
+
+ private:
+  Provider(Bus* bus, Identity identity, TrustStore trust, ProviderOptions options,
+           const Clock& clock);
+  void HandleRequest(const std::string& service, const Handler& handler, const BusMessage& msg);
+  // The header of an answer to `request`, with every field the seal context covers set.
+  v1::Header AnswerHeader(const v1::Header& request, v1::Kind kind) const;
+  v1::Header ErrorHeader(const v1::Header& request, v1::Code code, std::string_view message) const;
+  void Send(const std::string& reply_to, v1::Header header, std::string body);
+
+  Bus* bus_;
+  const Identity identity_;
+  const TrustStore trust_;
+  const Clock& clock_;
+  RootCache root_cache_;
+  EnvelopeVerifier verifier_;
+  ReplayGuard replay_;
+  SessionKeyCache session_keys_;
+  NonceSource nonces_;
+  BatchSigner signer_;
+  std::atomic<uint64_t> handled_{0};
+  std::atomic<uint64_t> refused_{0};
+  absl::Mutex mu_;
+  std::vector<std::unique_ptr<Subscription>> subscriptions_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace chasqui

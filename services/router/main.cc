@@ -1,0 +1,100 @@
+// chasqui-router: flags, dependencies, Run. The logic lives in chasqui_router.
+
+#include <unistd.h>
+
+#include <csignal>
+#include <memory>
+
+#include "CLI/CLI.hpp"
+#include "common/bus/bus.h"
+#include "common/core/log.h"
+#include "common/core/status.h"
+#include "common/ops/ops_server.h"
+#include "fmt/format.h"
+#include "nats/nats.h"
+#include "services/router/router.h"
+
+namespace {
+
+int Fail(const absl::Status& status) {
+  CHQ_LOG_ERROR("router stopped: {}", chasqui::MessageOf(status));
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  chasqui::InitLogging("router");
+  chasqui::RouterOptions options;
+  chasqui::BusOptions bus_options;
+  chasqui::OpsOptions ops_options;
+  std::string key_file;
+  std::string trust_file;
+  int64_t provider_timeout_ms = 5000;
+  bus_options.url = "nats://127.0.0.1:4222";
+  options.router_id = fmt::format("r{}", ::getpid());
+
+  CLI::App app{"Chasqui router: authenticates, checks and forwards every exchange"};
+  app.add_option("--env", options.env, "environment: test or prod")->required();
+  app.add_option("--nats", bus_options.url, "NATS server URL");
+  app.add_option("--key", key_file, "the router's key file (from `chasqui keygen --role router`)")
+      ->required();
+  app.add_option("--trust", trust_file, "trust file listing the keys this router accepts")
+      ->required();
+  app.add_option("--id", options.router_id, "router id, unique among replicas");
+  app.add_option("--ops-host", ops_options.host, "address for /metrics, /healthz, /readyz");
+  app.add_option("--ops-port", ops_options.port, "port for /metrics etc. (0 = pick one)");
+  app.add_option("--freshness-window-ms", options.freshness_window_ms,
+                 "accepted clock skew of sent_at, and the replay window");
+  app.add_option("--startup-hold-ms", options.startup_hold_ms,
+                 "stay unready this long after start (default: 2 x the window)");
+  app.add_option("--provider-timeout-ms", provider_timeout_ms, "wait this long for a provider");
+  app.add_option("--max-envelope-bytes", options.max_envelope_bytes, "largest envelope accepted");
+  app.add_flag("--send-asap", bus_options.send_asap,
+               "flush every publish at once (lower latency, lower pipelined throughput)");
+  CLI11_PARSE(app, argc, argv);
+  options.provider_timeout = absl::Milliseconds(provider_timeout_ms);
+  bus_options.name = fmt::format("chasqui-router-{}", options.router_id);
+
+  chasqui::DisableCoreDumps();  // a core would hold the router's private key
+  std::signal(SIGPIPE, SIG_IGN);
+  auto identity = chasqui::LoadIdentity(key_file);
+  if (!identity.ok()) return Fail(identity.status());
+  auto trust = chasqui::TrustStore::Load(trust_file, options.env);
+  if (!trust.ok()) return Fail(trust.status());
+  CHQ_LOG_INFO("config: env={} nats={} key={} (serial {}) trust={} ({} keys for {})", options.env,
+               bus_options.url, key_file, identity->pub.serial, trust_file, trust->size(),
+               options.env);
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // threads started below inherit the mask
+
+  auto bus = chasqui::Bus::Connect(bus_options);
+  if (!bus.ok()) return Fail(bus.status());
+  auto registry = std::make_shared<prometheus::Registry>();
+  auto router = chasqui::Router::Start(options, bus->get(), *std::move(identity),
+                                       *std::move(trust), registry);
+  if (!router.ok()) return Fail(router.status());
+  chasqui::Router* r = router->get();
+  auto ops = chasqui::OpsServer::Start(ops_options, registry, [r] { return r->Ready(); });
+  if (!ops.ok()) return Fail(ops.status());
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  CHQ_LOG_INFO("signal {}: draining", sig);
+  if (auto s = (*router)->Drain(absl::Seconds(5)); !s.ok()) {
+    CHQ_LOG_WARN("drain: {}", chasqui::MessageOf(s));
+  }
+  router->reset();
+  if (auto s = (*bus)->Drain(absl::Seconds(5)); !s.ok()) {
+    CHQ_LOG_WARN("drain: {}", chasqui::MessageOf(s));
+  }
+  bus->reset();
+  ops->reset();
+  nats_Close();
+  CHQ_LOG_INFO("router stopped");
+  return 0;
+}
