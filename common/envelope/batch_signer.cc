@@ -7,21 +7,43 @@
 
 namespace chasqui {
 
-BatchSigner::BatchSigner(const SigningKey& key, std::string tag) : key_(key), tag_(std::move(tag)) {}
+BatchSigner::BatchSigner(const SigningKey& key, std::string tag)
+    : key_(key), tag_(std::move(tag)), thread_([this] { Run(); }) {}
+
+BatchSigner::~BatchSigner() { Stop(); }
 
 void BatchSigner::Submit(std::string header_bytes, Done done) {
-  std::vector<Item> batch;
   {
     absl::MutexLock lock(&mu_);
-    queue_.push_back(Item{std::move(header_bytes), std::move(done)});
-    if (signing_) return;  // the current leader picks it up in its next round
-    signing_ = true;
+    if (!stopped_) {
+      queue_.push_back(Item{std::move(header_bytes), std::move(done)});
+      return;
+    }
+    ++batches_;
+    ++signed_;
   }
+  std::vector<Item> one;
+  one.push_back(Item{std::move(header_bytes), std::move(done)});
+  SignRound(one);
+}
+
+void BatchSigner::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  thread_.join();
+}
+
+void BatchSigner::Run() {
+  std::vector<Item> batch;
   for (;;) {
     {
       absl::MutexLock lock(&mu_);
-      if (queue_.empty()) {
-        signing_ = false;
+      mu_.Await(absl::Condition(this, &BatchSigner::HasWork));
+      if (queue_.empty()) {  // stopping, and nothing left
+        stopped_ = true;
         return;
       }
       if (queue_.size() <= kMaxTreeLeaves) {

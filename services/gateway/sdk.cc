@@ -62,7 +62,10 @@ absl::StatusOr<std::unique_ptr<Consumer>> Consumer::Create(Bus* bus, Identity id
   return c;
 }
 
-Consumer::~Consumer() { mux_.reset(); }
+Consumer::~Consumer() {
+  signer_.Stop();  // sends what is signed while the mux can still take it
+  mux_.reset();    // answers what is pending with kClosed
+}
 
 void Consumer::CallAsync(std::string_view provider, std::string_view service,
                          std::string_view body, const CallOptions& options,
@@ -223,6 +226,7 @@ Provider::~Provider() {
     subs.swap(subscriptions_);
   }
   subs.clear();
+  signer_.Stop();
 }
 
 absl::Status Provider::Serve(std::string_view service, Handler handler) {

@@ -119,15 +119,6 @@ void RouterCore::HandleRequest(const BusMessage& msg) {
     return;
   }
   const std::string_view label_provider = KnownEntityOr(subject->provider);
-  const PublicIdentity* recipient = trust_.BySerial(h.recipient_cert());
-  if (recipient == nullptr || recipient->role != Role::kEntity ||
-      recipient->entity != h.provider()) {
-    refuse(ChasquiError(v1::BAD_REQUEST,
-                        fmt::format("recipient_cert {} is not a key of provider {} in {}",
-                                    h.recipient_cert(), h.provider(), options_.env)),
-           id, label_provider);
-    return;
-  }
   const PublicIdentity* signer = trust_.BySerial(h.sender_cert());
   if (signer == nullptr) {
     refuse(ChasquiError(v1::UNAUTHENTICATED,
@@ -154,6 +145,15 @@ void RouterCore::HandleRequest(const BusMessage& msg) {
     metrics_->root_cache_misses().Increment();
   }
   metrics_->batch_size().Observe(parsed->envelope.sig().tree_size());
+  const PublicIdentity* recipient = trust_.BySerial(h.recipient_cert());
+  if (recipient == nullptr || recipient->role != Role::kEntity ||
+      recipient->entity != h.provider()) {
+    refuse(ChasquiError(v1::BAD_REQUEST,
+                        fmt::format("recipient_cert {} is not a key of provider {} in {}",
+                                    h.recipient_cert(), h.provider(), options_.env)),
+           id, label_provider);
+    return;
+  }
   if (absl::Status s = replay_.Check(signer->serial, id, h.sent_at_ms()); !s.ok()) {
     refuse(s, id, label_provider);
     return;
@@ -325,6 +325,10 @@ void Router::HoldThenSubscribe(int64_t hold_ms) {
     return;
   }
   subscription_ = *std::move(sub);
+  // Ready only once the server knows the subscription, so no request finds nobody.
+  if (absl::Status s = bus_->Flush(absl::Seconds(5)); !s.ok()) {
+    CHQ_LOG_WARN("router: flushing the subscription: {}", MessageOf(s));
+  }
   serving_ = true;
   metrics_->ready().Set(1);
   CHQ_LOG_INFO("router {} ready: serving chq.{}.req.>", options_.router_id, options_.env);
