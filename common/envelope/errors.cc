@@ -47,6 +47,7 @@ v1::Code ChasquiCode(const absl::Status& status) {
     case absl::StatusCode::kNotFound: return v1::NOT_FOUND;
     case absl::StatusCode::kResourceExhausted: return v1::QUOTA_EXCEEDED;
     case absl::StatusCode::kAlreadyExists: return v1::REPLAYED;
+    case absl::StatusCode::kFailedPrecondition: return v1::EXPIRED;
     case absl::StatusCode::kDeadlineExceeded: return v1::TIMEOUT;
     case absl::StatusCode::kUnavailable: return v1::UNAVAILABLE;
     default: return v1::PROVIDER_ERROR;

@@ -7,6 +7,7 @@
 #include "common/envelope/envelope.h"
 #include "common/envelope/subjects.h"
 #include "gtest/gtest.h"
+#include "tests/support/wait_for.h"
 
 namespace chasqui::testing {
 
@@ -38,6 +39,9 @@ Backbone::Backbone(BackboneOptions opts)
   auto r = Router::Start(ro, router_bus.get(), Copy(router_key), trust, registry);
   CHASQUI_CHECK(r.ok(), MessageOf(r.status()));
   router = *std::move(r);
+  if (options.startup_hold_ms == 0) {
+    CHASQUI_CHECK(WaitFor([this] { return router->Ready().ok(); }), "router not ready in 10 s");
+  }
   if (!options.start_provider) return;
   provider_bus = Connect("provider");
   auto p = Provider::Create(provider_bus.get(), Copy(segip), trust);
