@@ -259,7 +259,10 @@ TrustStore TrustStore::FromIdentities(std::vector<PublicIdentity> identities, st
   TrustStore t;
   t.env_ = std::string(env);
   for (PublicIdentity& p : identities) {
-    if (p.env == t.env_) t.by_serial_.emplace(p.serial, std::move(p));
+    if (p.env != t.env_) continue;
+    uint64_t& best = t.by_name_[{p.entity, p.role}];
+    if (p.serial > best) best = p.serial;
+    t.by_serial_.emplace(p.serial, std::move(p));
   }
   return t;
 }
@@ -270,13 +273,8 @@ const PublicIdentity* TrustStore::BySerial(uint64_t serial) const {
 }
 
 const PublicIdentity* TrustStore::Find(std::string_view entity, Role role) const {
-  const PublicIdentity* best = nullptr;
-  for (const auto& [serial, p] : by_serial_) {
-    if (p.role == role && p.entity == entity && (best == nullptr || p.serial > best->serial)) {
-      best = &p;
-    }
-  }
-  return best;
+  auto it = by_name_.find(std::pair<std::string, Role>(std::string(entity), role));
+  return it == by_name_.end() ? nullptr : BySerial(it->second);
 }
 
 std::string TrustFileJson(const std::vector<PublicIdentity>& identities) {

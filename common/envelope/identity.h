@@ -68,6 +68,8 @@ class TrustStore {
  private:
   std::string env_;
   absl::flat_hash_map<uint64_t, PublicIdentity> by_serial_;
+  // (entity, role) -> the serial Find returns; kept so the hot path never scans.
+  absl::flat_hash_map<std::pair<std::string, Role>, uint64_t> by_name_;
 };
 
 // A trust file holding the given public entries.

@@ -1,5 +1,7 @@
 #include "common/envelope/replay_guard.h"
 
+#include <algorithm>
+
 #include "common/envelope/errors.h"
 #include "fmt/format.h"
 
@@ -18,7 +20,8 @@ absl::Status ReplayGuard::Check(uint64_t sender, const std::string& id, int64_t 
                     "sender's clock, or resend)",
                     skew > 0 ? skew : -skew, skew > 0 ? "ahead of" : "behind", window_ms_));
   }
-  Key key{sender, id};
+  Key key{sender, {}};
+  std::copy_n(id.data(), std::min(id.size(), key.second.size()), key.second.begin());
   absl::MutexLock lock(&mu_);
   // A generation covers 2 windows, so an id stays known between 2 and 4 windows: longer than
   // the 2 windows during which its sent_at is acceptable.

@@ -4,6 +4,7 @@
 // twice the window, so an id accepted at the edge of the window is still known when its
 // sent_at leaves the window on the other side. Thread-safe.
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -19,14 +20,16 @@ class ReplayGuard {
  public:
   ReplayGuard(const Clock& clock, int64_t window_ms);
 
-  // OK and remembers (sender, id); or EXPIRED / REPLAYED as ChasquiErrors.
+  // OK and remembers (sender, id); or EXPIRED / REPLAYED as ChasquiErrors. `id` is 16 bytes
+  // (ParseEnvelope checks); a longer one is compared by its first 16.
   absl::Status Check(uint64_t sender, const std::string& id, int64_t sent_at_ms);
 
   int64_t window_ms() const { return window_ms_; }
   size_t remembered() const;
 
  private:
-  using Key = std::pair<uint64_t, std::string>;
+  // The id as a fixed array: no allocation per request.
+  using Key = std::pair<uint64_t, std::array<char, 16>>;
   const Clock& clock_;
   const int64_t window_ms_;
   mutable absl::Mutex mu_;
