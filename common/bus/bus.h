@@ -24,6 +24,11 @@ struct BusOptions {
   // nats.c holds plain publishes up to ~1 ms to batch them. true = lower latency per message,
   // false = higher pipelined throughput. Choose per connection on purpose.
   bool send_asap = false;
+  // All subscriptions of the process delivered by one shared thread (nats.c's global message
+  // delivery pool of size 1), instead of one thread per subscription: no two handlers run at
+  // once, so they never contend, and fewer thread wake-ups per message. For processes whose
+  // handlers are short (the router).
+  bool shared_delivery_thread = false;
   int max_reconnect = -1;  // -1: forever
   absl::Duration reconnect_wait = absl::Milliseconds(250);
   absl::Duration connect_timeout = absl::Seconds(2);

@@ -13,18 +13,37 @@ BatchSigner::BatchSigner(const SigningKey& key, std::string tag)
 BatchSigner::~BatchSigner() { Stop(); }
 
 void BatchSigner::Submit(std::string header_bytes, Done done) {
+  std::vector<Item> full;
   {
     absl::MutexLock lock(&mu_);
     if (!stopped_) {
       queue_.push_back(Item{std::move(header_bytes), std::move(done)});
-      return;
+      if (!DeferToBurstEnd(this)) {
+        wake_ = true;
+      } else if (queue_.size() >= kMaxTreeLeaves) {
+        TakeLocked(full);  // a full tree: no reason to hold it
+      }
+      if (full.empty()) return;
+    } else {
+      ++batches_;
+      ++signed_;
+      full.push_back(Item{std::move(header_bytes), std::move(done)});
     }
-    ++batches_;
-    ++signed_;
   }
-  std::vector<Item> one;
-  one.push_back(Item{std::move(header_bytes), std::move(done)});
-  SignRound(one);
+  SignRound(full);
+}
+
+void BatchSigner::OnBurstEnd() {
+  std::vector<Item> batch;
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (queue_.empty()) return;
+      TakeLocked(batch);
+    }
+    SignRound(batch);
+    batch.clear();
+  }
 }
 
 void BatchSigner::Stop() {
@@ -36,25 +55,34 @@ void BatchSigner::Stop() {
   thread_.join();
 }
 
+void BatchSigner::TakeLocked(std::vector<Item>& batch) {
+  if (queue_.size() <= kMaxTreeLeaves) {
+    batch.swap(queue_);
+  } else {
+    batch.assign(std::make_move_iterator(queue_.begin()),
+                 std::make_move_iterator(queue_.begin() + kMaxTreeLeaves));
+    queue_.erase(queue_.begin(), queue_.begin() + kMaxTreeLeaves);
+  }
+  ++batches_;
+  signed_ += batch.size();
+}
+
 void BatchSigner::Run() {
   std::vector<Item> batch;
   for (;;) {
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(this, &BatchSigner::HasWork));
-      if (queue_.empty()) {  // stopping, and nothing left
-        stopped_ = true;
-        return;
+      if (queue_.empty()) {
+        wake_ = false;
+        if (stopping_) {
+          stopped_ = true;
+          return;
+        }
+        continue;
       }
-      if (queue_.size() <= kMaxTreeLeaves) {
-        batch.swap(queue_);
-      } else {
-        batch.assign(std::make_move_iterator(queue_.begin()),
-                     std::make_move_iterator(queue_.begin() + kMaxTreeLeaves));
-        queue_.erase(queue_.begin(), queue_.begin() + kMaxTreeLeaves);
-      }
-      ++batches_;
-      signed_ += batch.size();
+      TakeLocked(batch);
+      wake_ = !queue_.empty();
     }
     SignRound(batch);
     batch.clear();

@@ -1,10 +1,12 @@
 #pragma once
-// Adaptive batch signatures (DESIGN.md, "The envelope"). A signing thread takes whatever has
-// queued and signs it as one batch (up to kMaxTreeLeaves); while it computes a signature, newly
-// submitted headers queue and the next round signs them together, as in X-Road. An idle signer
-// signs a batch of one at once; no wait is ever added to grow a batch. The signing runs off the
-// submitting thread on purpose: a single producer (one NATS subscription thread) keeps
-// producing while a signature is computed, so batches form under load.
+// Adaptive batch signatures (DESIGN.md, "The envelope"): one Ed25519 signature covers every
+// header that is ready, up to kMaxTreeLeaves; no wait is ever added to grow a batch.
+// - Submitted from a NATS handler (common/core/burst.h), a header waits only for the backlog
+//   of messages already queued on that subscription to be handled; when the backlog is drained,
+//   the whole burst's headers are signed together, on that thread. Under load, bursts grow by
+//   themselves; an idle sender's burst is one message.
+// - Submitted from any other thread, a header wakes the signing thread at once; while it signs,
+//   newly submitted headers queue and the next round signs them together, as in X-Road.
 
 #include <cstdint>
 #include <functional>
@@ -14,14 +16,15 @@
 
 #include "absl/synchronization/mutex.h"
 #include "chasqui/v1/envelope.pb.h"
+#include "common/core/burst.h"
 #include "common/crypto/sodium.h"
 
 namespace chasqui {
 
-class BatchSigner {
+class BatchSigner : private BurstListener {
  public:
   // Called exactly once per submitted header, with the header bytes and their signature, on
-  // the signing thread. Must not block for long: the next round waits for it.
+  // the thread that signs its batch. Must not block for long: the next round waits for it.
   using Done = std::function<void(std::string header_bytes, v1::Signature signature)>;
 
   // `key` must outlive the signer. `tag` is the domain tag (EnvelopeTag(env)). Starts the
@@ -33,6 +36,7 @@ class BatchSigner {
   BatchSigner& operator=(const BatchSigner&) = delete;
 
   // Queues a header for the next round. Thread-safe. After Stop(), signs on the calling thread.
+  // Inside a burst, the signer must outlive that burst.
   void Submit(std::string header_bytes, Done done);
   // Signs everything queued, runs its completions, and joins the signing thread. Owners call
   // it before tearing down what completions use. Idempotent.
@@ -48,13 +52,17 @@ class BatchSigner {
     Done done;
   };
   void Run();
+  void OnBurstEnd() override;
+  // Moves up to kMaxTreeLeaves queued items into `batch` and counts the round.
+  void TakeLocked(std::vector<Item>& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SignRound(std::vector<Item>& batch);
-  bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !queue_.empty() || stopping_; }
+  bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return wake_ || stopping_; }
 
   const SigningKey& key_;
   const std::string tag_;
   mutable absl::Mutex mu_;
   std::vector<Item> queue_ ABSL_GUARDED_BY(mu_);
+  bool wake_ ABSL_GUARDED_BY(mu_) = false;  // items outside any burst are waiting
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t batches_ ABSL_GUARDED_BY(mu_) = 0;

@@ -1,5 +1,7 @@
 #include "common/envelope/envelope.h"
 
+#include <atomic>
+
 #include "common/core/names.h"
 #include "common/core/status.h"
 #include "common/envelope/errors.h"
@@ -152,6 +154,14 @@ absl::StatusOr<std::string> OpenBody(const v1::Header& header, const SecretBytes
   return opened;
 }
 
-std::string NewEnvelopeId() { return RandomString(kIdBytes); }
+std::string NewEnvelopeId() {
+  // A random per-process prefix and a counter: unique without a getrandom call per id.
+  static const std::string prefix = RandomString(kIdBytes - 8);
+  static std::atomic<uint64_t> counter{0};
+  const uint64_t n = counter.fetch_add(1, std::memory_order_relaxed);
+  std::string id = prefix;
+  for (int shift = 56; shift >= 0; shift -= 8) id.push_back(static_cast<char>(n >> shift));
+  return id;
+}
 
 }  // namespace chasqui

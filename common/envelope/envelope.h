@@ -51,7 +51,7 @@ std::string SealBody(v1::Header& header, const SecretBytes& tx, NonceSource& non
 absl::StatusOr<std::string> OpenBody(const v1::Header& header, const SecretBytes& rx,
                                      std::string_view body);
 
-// A fresh 16-byte id.
+// A fresh 16-byte id, unique per process (random 8-byte prefix || 64-bit counter).
 std::string NewEnvelopeId();
 
 }  // namespace chasqui

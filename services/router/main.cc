@@ -50,6 +50,8 @@ int main(int argc, char** argv) {
                  "stay unready this long after start (default: 2 x the window)");
   app.add_option("--provider-timeout-ms", provider_timeout_ms, "wait this long for a provider");
   app.add_option("--max-envelope-bytes", options.max_envelope_bytes, "largest envelope accepted");
+  app.add_flag("--shared-delivery-thread", bus_options.shared_delivery_thread,
+               "deliver requests and replies on one thread (no contention between them)");
   app.add_flag("--send-asap", bus_options.send_asap,
                "flush every publish at once (lower latency, lower pipelined throughput)");
   CLI11_PARSE(app, argc, argv);

@@ -8,6 +8,7 @@
 
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/notification.h"
+#include "common/core/burst.h"
 #include "common/core/clock.h"
 #include "common/envelope/envelope.h"
 #include "common/envelope/identity.h"
@@ -214,6 +215,66 @@ TEST_F(BatchSignerTest, AfterStopSubmitSignsOnTheCallingThread) {
   EXPECT_TRUE(VerifySignature(sender_.pub.sign_pk,
                               BatchSignedMessage(EnvelopeTag("test"), 1, LeafHash(header)),
                               SigBytes(got)));
+}
+
+}  // namespace
+}  // namespace chasqui
+
+namespace chasqui {
+namespace {
+
+class BurstSignerTest : public BatchSignerTest {};
+
+TEST_F(BurstSignerTest, HeadersSubmittedDuringABurstAreSignedTogetherWhenItEnds) {
+  std::vector<v1::Signature> sigs;
+  std::vector<std::thread::id> threads;
+  auto done = [&](std::string, v1::Signature s) {
+    sigs.push_back(std::move(s));
+    threads.push_back(std::this_thread::get_id());
+  };
+  for (int message = 0; message < 3; ++message) {
+    BurstDelivery delivery;
+    signer_.Submit(Header(), done);
+    delivery.End(/*more_pending=*/message < 2);
+    if (message < 2) {
+      EXPECT_TRUE(sigs.empty()) << "signed before the backlog was drained";
+    }
+  }
+  ASSERT_EQ(sigs.size(), 3u);
+  for (size_t i = 0; i < sigs.size(); ++i) {
+    EXPECT_EQ(sigs[i].tree_size(), 3u);
+    EXPECT_EQ(sigs[i].leaf_index(), i);
+    EXPECT_EQ(threads[i], std::this_thread::get_id()) << "signed on the delivering thread";
+  }
+  EXPECT_EQ(signer_.batches(), 1u);
+}
+
+TEST_F(BurstSignerTest, AFullTreeIsSignedWithoutWaitingForTheBurstToEnd) {
+  std::atomic<int> signed_count{0};
+  BurstDelivery delivery;
+  for (uint32_t i = 0; i < kMaxTreeLeaves; ++i) {
+    signer_.Submit(Header(), [&](std::string, v1::Signature s) {
+      EXPECT_EQ(s.tree_size(), kMaxTreeLeaves);
+      ++signed_count;
+    });
+  }
+  EXPECT_EQ(signed_count.load(), static_cast<int>(kMaxTreeLeaves));
+  delivery.End(/*more_pending=*/true);
+}
+
+TEST_F(BurstSignerTest, ANeverEndingBacklogStillEndsABurstEveryFewHundredMessages) {
+  int signed_count = 0;
+  size_t messages = 0;
+  while (signed_count == 0 && messages < 10 * kMaxBurstMessages) {
+    BurstDelivery delivery;
+    signer_.Submit(Header(), [&](std::string, v1::Signature) { ++signed_count; });
+    delivery.End(/*more_pending=*/true);
+    ++messages;
+  }
+  // (A burst left open by an earlier test on this thread may have counted a message already.)
+  EXPECT_GT(signed_count, 0) << "a backlog that never drains must not hold signatures forever";
+  EXPECT_LE(messages, kMaxBurstMessages);
+  EXPECT_EQ(signed_count, static_cast<int>(messages));
 }
 
 }  // namespace

@@ -1,0 +1,872 @@
+// chasqui-bench: a fully secured exchange beside the raw baseline it is held against
+// (DESIGN.md, "Performance budget"), in one run, on one nats-server, with the same payload and
+// the same number of requests in flight.
+//
+//   raw      load (RequestMux) -> raw.req.x -> chasqui-forwarder -> raw.svc.x -> echo -> back
+//   secured  Consumer::CallAsync -> chasqui-router -> Provider::Serve("echo") -> back
+//
+// The bench starts nats-server, the router and the forwarder in a temp dir, runs both phases,
+// prints one table and stops everything on every path out. Each phase keeps exactly K requests
+// in flight (each completion issues the next request on the thread that completed it), warms
+// up, then measures for --seconds: completions, errors, latency per request (steady clock), and
+// the CPU time of the router or forwarder process over exactly that interval.
+
+#include <httplib.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <future>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/synchronization/notification.h"
+#include "benchmarks/child_process.h"
+#include "common/bus/bus.h"
+#include "common/bus/request_mux.h"
+#include "common/core/log.h"
+#include "common/core/status.h"
+#include "common/envelope/errors.h"
+#include "common/envelope/identity.h"
+#include "fmt/format.h"
+#include "nats/nats.h"
+#include "nlohmann/json.hpp"
+#include "services/gateway/sdk.h"
+
+namespace chasqui::bench {
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+
+constexpr char kEnv[] = "test";
+constexpr char kConsumer[] = "bench_consumer";
+constexpr char kProvider[] = "bench_provider";
+constexpr char kService[] = "echo";
+constexpr char kEndUser[] = "bench.user";
+constexpr char kRouterId[] = "bench";
+constexpr char kRawSubject[] = "raw.req.x";
+constexpr char kRawServiceSubject[] = "raw.svc.x";
+constexpr char kRawInbox[] = "_INBOX.bench.raw";
+constexpr auto kStartBound = std::chrono::seconds(10);
+constexpr auto kDrainBound = std::chrono::seconds(3);
+constexpr auto kPoll = std::chrono::milliseconds(5);
+// Synchronous failures re-issue on the same stack; past this depth a slot is given up instead.
+constexpr int kMaxIssueDepth = 8;
+
+struct Config {
+  size_t payload = 1024;
+  int inflight = 256;
+  double seconds = 5;
+  double warmup_seconds = 1;
+  bool send_asap = false;
+  bool json = false;
+  bool keep_dir = false;
+  int64_t timeout_ms = 5000;
+  std::string router_bin;
+  std::string forwarder_bin;
+  std::string nats_server_bin = "nats-server";
+  std::vector<std::string> router_extra_args;  // passed to chasqui-router as they are
+};
+
+// SIGINT/SIGTERM end the run through its destructors (children stopped, temp dir removed): they
+// are blocked in every thread and one thread waits for them.
+absl::Notification g_interrupted;
+
+class InterruptWatcher {
+ public:
+  InterruptWatcher() {
+    sigemptyset(&signals_);
+    sigaddset(&signals_, SIGINT);
+    sigaddset(&signals_, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &signals_, nullptr);  // before any other thread exists
+    thread_ = std::thread([this] {
+      const timespec tick{0, 100'000'000};
+      while (!done_.load()) {
+        if (sigtimedwait(&signals_, nullptr, &tick) > 0) {
+          if (!g_interrupted.HasBeenNotified()) g_interrupted.Notify();
+        }
+      }
+    });
+  }
+  ~InterruptWatcher() {
+    done_ = true;
+    thread_.join();
+  }
+
+ private:
+  sigset_t signals_;
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
+
+// Sleeps until `deadline`; false if interrupted meanwhile.
+bool SleepUntil(SteadyClock::time_point deadline) {
+  const auto left = deadline - SteadyClock::now();
+  if (left <= SteadyClock::duration::zero()) return !g_interrupted.HasBeenNotified();
+  return !g_interrupted.WaitForNotificationWithTimeout(
+      absl::FromChrono(std::chrono::duration_cast<std::chrono::nanoseconds>(left)));
+}
+
+absl::Status Interrupted() { return absl::CancelledError("interrupted"); }
+
+// Keeps K requests in flight and records what comes back. The phase supplies `issue`, which must
+// lead to exactly one Complete() call per invocation (synchronously or later, on any thread).
+class Load {
+ public:
+  enum class State { kWarmup, kMeasure, kDrain, kClosed };
+
+  explicit Load(size_t max_samples) : samples_(max_samples) {}
+
+  void set_issue(std::function<void()> issue) { issue_ = std::move(issue); }
+
+  void IssueNext() {
+    thread_local int depth = 0;
+    if (depth >= kMaxIssueDepth) {
+      lost_slots_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    in_flight_.fetch_add(1, std::memory_order_relaxed);
+    ++depth;
+    issue_();
+    --depth;
+  }
+
+  // `error` is empty for a good answer, else its code. True if the caller should issue the next
+  // request.
+  bool Complete(SteadyClock::time_point started, std::string_view error) {
+    const auto now = SteadyClock::now();
+    const State state = state_.load(std::memory_order_acquire);
+    if (state != State::kClosed) {
+      if (!error.empty()) {
+        std::lock_guard<std::mutex> lock(errors_mu_);
+        ++errors_[std::string(error)];
+      } else if (state == State::kMeasure) {
+        ok_.fetch_add(1, std::memory_order_relaxed);
+        const size_t i = n_samples_.fetch_add(1, std::memory_order_relaxed);
+        if (i < samples_.size()) {
+          const auto us = std::chrono::duration_cast<std::chrono::microseconds>(now - started);
+          samples_[i] = static_cast<uint32_t>(std::clamp<int64_t>(us.count(), 0, UINT32_MAX));
+        }
+      }
+    }
+    in_flight_.fetch_sub(1, std::memory_order_acq_rel);
+    return state == State::kWarmup || state == State::kMeasure;
+  }
+
+  void set_state(State s) { state_.store(s, std::memory_order_release); }
+  int64_t in_flight() const { return in_flight_.load(std::memory_order_acquire); }
+  uint64_t ok() const { return ok_.load(); }
+  uint64_t lost_slots() const { return lost_slots_.load(); }
+  std::map<std::string, uint64_t> errors() const {
+    std::lock_guard<std::mutex> lock(errors_mu_);
+    return errors_;
+  }
+  void AddError(const std::string& code, uint64_t n) {
+    std::lock_guard<std::mutex> lock(errors_mu_);
+    errors_[code] += n;
+  }
+  // Latencies in microseconds, sorted.
+  std::vector<uint32_t> SortedLatencies() const {
+    const size_t n = std::min(n_samples_.load(), samples_.size());
+    std::vector<uint32_t> v(samples_.begin(), samples_.begin() + static_cast<ptrdiff_t>(n));
+    std::sort(v.begin(), v.end());
+    return v;
+  }
+
+ private:
+  std::function<void()> issue_;
+  std::atomic<State> state_{State::kWarmup};
+  std::atomic<int64_t> in_flight_{0};
+  std::atomic<uint64_t> ok_{0};
+  std::atomic<uint64_t> lost_slots_{0};
+  std::atomic<size_t> n_samples_{0};
+  std::vector<uint32_t> samples_;
+  mutable std::mutex errors_mu_;
+  std::map<std::string, uint64_t> errors_;
+};
+
+// A counter snapshot taken at both ends of the measured interval.
+struct Snapshot {
+  double proc_cpu = 0;  // the router or the forwarder
+  double nats_cpu = 0;
+  double self_cpu = 0;
+  uint64_t proc_switches = 0, nats_switches = 0, self_switches = 0;
+  double idle_child_cpu = 0;  // the other phase's process, idle but ours
+  MachineCpu machine;
+  uint64_t consumer_batches = 0, consumer_signed = 0;
+  uint64_t provider_batches = 0, provider_signed = 0;
+  double router_batch_sum = 0, router_batch_count = 0;
+  double router_cache_hits = 0, router_cache_misses = 0;
+};
+
+struct PhaseResult {
+  std::string name;
+  std::string proc_name;  // "forwarder" or "router"
+  double window_s = 0;
+  uint64_t ok = 0;
+  std::map<std::string, uint64_t> errors;
+  uint64_t error_count = 0;
+  double rps = 0, p50_ms = 0, p99_ms = 0, mean_ms = 0, max_ms = 0;
+  double proc_cpu_us = 0, nats_cpu_us = 0, bench_cpu_us = 0;        // per request
+  double proc_switches = 0, nats_switches = 0, bench_switches = 0;  // context switches per request
+  // Cores busy during the window, on the whole machine and outside this run's processes (other
+  // users of the machine make every figure noisy).
+  double machine_cores = 0, machine_busy_cores = 0, foreign_busy_cores = 0;
+  // Secured only (mean batch sizes over the measured interval; 0 when unknown).
+  double consumer_batch = 0, provider_batch = 0, router_batch = 0;
+  // Root cache misses per request on the request side: the Ed25519 verifies of consumer batches
+  // (the router verifies provider batches too, uncounted by its metrics).
+  double router_verifies_per_req = 0;
+};
+
+double Percentile(const std::vector<uint32_t>& sorted_us, double q) {
+  if (sorted_us.empty()) return 0;
+  size_t rank = static_cast<size_t>(std::ceil(q * static_cast<double>(sorted_us.size())));
+  rank = std::clamp<size_t>(rank, 1, sorted_us.size());
+  return sorted_us[rank - 1] / 1000.0;
+}
+
+double PerRequestUs(double before, double after, uint64_t n) {
+  return n == 0 ? 0 : (after - before) * 1e6 / static_cast<double>(n);
+}
+
+double Ratio(double num, double den) { return den == 0 ? 0 : num / den; }
+
+double CpuOrZero(pid_t pid) {
+  auto s = CpuSeconds(pid);
+  return s.ok() ? *s : 0;
+}
+
+// The router's /metrics, as (series without value) -> value. Only the families the bench reads.
+class RouterScrape {
+ public:
+  static absl::StatusOr<RouterScrape> Get(int port) {
+    httplib::Client client("127.0.0.1", port);
+    client.set_connection_timeout(2, 0);
+    client.set_read_timeout(2, 0);
+    auto res = client.Get("/metrics");
+    if (!res) {
+      return absl::UnavailableError(fmt::format("GET http://127.0.0.1:{}/metrics: {}", port,
+                                                httplib::to_string(res.error())));
+    }
+    if (res->status != 200) {
+      return absl::UnavailableError(
+          fmt::format("GET http://127.0.0.1:{}/metrics: HTTP {}", port, res->status));
+    }
+    RouterScrape scrape;
+    std::istringstream lines(res->body);
+    std::string line;
+    while (std::getline(lines, line)) {
+      if (line.empty() || line[0] == '#') continue;
+      const size_t space = line.rfind(' ');
+      if (space == std::string::npos) continue;
+      try {
+        scrape.series_[line.substr(0, space)] = std::stod(line.substr(space + 1));
+      } catch (const std::exception&) {
+      }
+    }
+    return scrape;
+  }
+
+  // Sum over every series of metric `name` whose labels contain `label` (e.g. result="hit").
+  double Sum(std::string_view name, std::string_view label = {}) const {
+    double sum = 0;
+    for (const auto& [series, value] : series_) {
+      if (series.compare(0, name.size(), name) != 0) continue;
+      if (series.size() > name.size() && series[name.size()] != '{') continue;
+      if (!label.empty() && series.find(label) == std::string::npos) continue;
+      sum += value;
+    }
+    return sum;
+  }
+
+ private:
+  std::map<std::string, double> series_;
+};
+
+// Runs one phase on a Load whose issue function is set: K in flight, warm-up, measured window,
+// drain. `snapshot` fills the phase-specific counters at both ends of the window.
+absl::StatusOr<PhaseResult> Drive(const Config& config, Load& load, std::string name,
+                                  ChildProcess& proc, ChildProcess& idle_child, ChildProcess& nats,
+                                  const std::function<void(Snapshot&)>& snapshot) {
+  PhaseResult r;
+  r.name = std::move(name);
+  r.proc_name = proc.name();
+  const auto start = SteadyClock::now();
+  for (int i = 0; i < config.inflight; ++i) load.IssueNext();
+  const auto warm_end = start + std::chrono::duration_cast<SteadyClock::duration>(
+                                    std::chrono::duration<double>(config.warmup_seconds));
+  if (!SleepUntil(warm_end)) return Interrupted();
+
+  Snapshot before, after;
+  snapshot(before);
+  before.machine = MachineCpuSeconds();
+  before.idle_child_cpu = CpuOrZero(idle_child.pid());
+  before.proc_cpu = CpuOrZero(proc.pid());
+  before.nats_cpu = CpuOrZero(nats.pid());
+  before.self_cpu = CpuOrZero(0);
+  before.proc_switches = ContextSwitches(proc.pid());
+  before.nats_switches = ContextSwitches(nats.pid());
+  before.self_switches = ContextSwitches(0);
+  const auto window_start = SteadyClock::now();
+  load.set_state(Load::State::kMeasure);
+  const auto window_end_target = window_start + std::chrono::duration_cast<SteadyClock::duration>(
+                                                    std::chrono::duration<double>(config.seconds));
+  if (!SleepUntil(window_end_target)) return Interrupted();
+  load.set_state(Load::State::kDrain);
+  const auto window_end = SteadyClock::now();
+  after.proc_cpu = CpuOrZero(proc.pid());
+  after.nats_cpu = CpuOrZero(nats.pid());
+  after.self_cpu = CpuOrZero(0);
+  after.idle_child_cpu = CpuOrZero(idle_child.pid());
+  after.machine = MachineCpuSeconds();
+  after.proc_switches = ContextSwitches(proc.pid());
+  after.nats_switches = ContextSwitches(nats.pid());
+  after.self_switches = ContextSwitches(0);
+  snapshot(after);
+
+  // Let what is in flight come back (not counted), so the next phase starts on a quiet bus.
+  const auto drain_deadline = SteadyClock::now() + kDrainBound;
+  while (load.in_flight() > 0 && SteadyClock::now() < drain_deadline) {
+    if (!SleepUntil(SteadyClock::now() + kPoll)) return Interrupted();
+  }
+  if (const int64_t left = load.in_flight(); left > 0) {
+    load.AddError("UNFINISHED", static_cast<uint64_t>(left));
+  }
+  if (const uint64_t lost = load.lost_slots(); lost > 0) load.AddError("SLOT_LOST", lost);
+  load.set_state(Load::State::kClosed);
+  for (ChildProcess* c : {&proc, &nats}) {
+    if (!c->Running()) load.AddError(fmt::format("{}_DIED", c->name()), 1);
+  }
+
+  r.window_s = std::chrono::duration<double>(window_end - window_start).count();
+  r.ok = load.ok();
+  r.errors = load.errors();
+  for (const auto& [code, n] : r.errors) r.error_count += n;
+  r.rps = r.window_s > 0 ? static_cast<double>(r.ok) / r.window_s : 0;
+  const std::vector<uint32_t> lat = load.SortedLatencies();
+  r.p50_ms = Percentile(lat, 0.50);
+  r.p99_ms = Percentile(lat, 0.99);
+  r.max_ms = lat.empty() ? 0 : lat.back() / 1000.0;
+  double sum = 0;
+  for (uint32_t us : lat) sum += us;
+  r.mean_ms = lat.empty() ? 0 : sum / static_cast<double>(lat.size()) / 1000.0;
+  r.proc_cpu_us = PerRequestUs(before.proc_cpu, after.proc_cpu, r.ok);
+  r.nats_cpu_us = PerRequestUs(before.nats_cpu, after.nats_cpu, r.ok);
+  r.bench_cpu_us = PerRequestUs(before.self_cpu, after.self_cpu, r.ok);
+  if (r.window_s > 0) {
+    const double ours = (after.proc_cpu - before.proc_cpu) + (after.nats_cpu - before.nats_cpu) +
+                        (after.self_cpu - before.self_cpu) +
+                        (after.idle_child_cpu - before.idle_child_cpu);
+    const double busy = after.machine.busy - before.machine.busy;
+    r.machine_cores = (after.machine.total - before.machine.total) / r.window_s;
+    r.machine_busy_cores = busy / r.window_s;
+    r.foreign_busy_cores = std::max(0.0, busy - ours) / r.window_s;
+  }
+  auto per_request = [&](uint64_t b, uint64_t a) {
+    return Ratio(static_cast<double>(a - b), static_cast<double>(r.ok));
+  };
+  r.proc_switches = per_request(before.proc_switches, after.proc_switches);
+  r.nats_switches = per_request(before.nats_switches, after.nats_switches);
+  r.bench_switches = per_request(before.self_switches, after.self_switches);
+  r.consumer_batch = Ratio(static_cast<double>(after.consumer_signed - before.consumer_signed),
+                           static_cast<double>(after.consumer_batches - before.consumer_batches));
+  r.provider_batch = Ratio(static_cast<double>(after.provider_signed - before.provider_signed),
+                           static_cast<double>(after.provider_batches - before.provider_batches));
+  r.router_batch = Ratio(after.router_batch_sum - before.router_batch_sum,
+                         after.router_batch_count - before.router_batch_count);
+  r.router_verifies_per_req = Ratio(after.router_cache_misses - before.router_cache_misses,
+                                    (after.router_cache_hits - before.router_cache_hits) +
+                                        (after.router_cache_misses - before.router_cache_misses));
+  return r;
+}
+
+absl::StatusOr<std::unique_ptr<Bus>> ConnectBus(const std::string& url, const std::string& name,
+                                                const Config& config) {
+  BusOptions options;
+  options.url = url;
+  options.name = name;
+  options.send_asap = config.send_asap;
+  return Bus::Connect(options);
+}
+
+// Retries `attempt` until it returns OK, for at most kStartBound; the last error otherwise.
+absl::Status Retry(std::string_view what, const std::function<absl::Status()>& attempt) {
+  const auto deadline = SteadyClock::now() + kStartBound;
+  absl::Status last;
+  do {
+    last = attempt();
+    if (last.ok()) return last;
+    if (!SleepUntil(SteadyClock::now() + std::chrono::milliseconds(50))) return Interrupted();
+  } while (SteadyClock::now() < deadline);
+  return absl::DeadlineExceededError(
+      fmt::format("{}: not working after {} s: {}", what, kStartBound.count(), MessageOf(last)));
+}
+
+std::string MuxOutcomeName(MuxOutcome outcome) {
+  switch (outcome) {
+    case MuxOutcome::kReply:
+      return "REPLY";
+    case MuxOutcome::kTimeout:
+      return "TIMEOUT";
+    case MuxOutcome::kNoResponders:
+      return "NO_RESPONDERS";
+    case MuxOutcome::kClosed:
+      return "CLOSED";
+  }
+  return "UNKNOWN";
+}
+
+absl::StatusOr<PhaseResult> RunRaw(const Config& config, const std::string& url,
+                                   const std::string& payload, ChildProcess& forwarder,
+                                   ChildProcess& router, ChildProcess& nats) {
+  CHASQUI_ASSIGN_OR_RETURN(auto server_bus, ConnectBus(url, "chasqui-bench-raw-echo", config));
+  CHASQUI_ASSIGN_OR_RETURN(auto client_bus, ConnectBus(url, "chasqui-bench-raw-load", config));
+  Bus* sb = server_bus.get();
+  CHASQUI_ASSIGN_OR_RETURN(auto echo, sb->Subscribe(kRawServiceSubject, [sb](const BusMessage& m) {
+    if (!m.reply.empty()) (void)sb->Publish(m.reply, m.data);
+  }));
+  CHASQUI_RETURN_IF_ERROR(sb->Flush(absl::Seconds(2)));
+  // Declared before the mux: the mux's callbacks reach it until the mux is gone.
+  Load load(static_cast<size_t>(std::min(config.seconds * 500'000.0, 100e6)));
+  CHASQUI_ASSIGN_OR_RETURN(auto mux, RequestMux::Create(client_bus.get(), kRawInbox));
+
+  // The forwarder subscribes after it connects: ask until the whole path answers.
+  CHASQUI_RETURN_IF_ERROR(Retry("raw path through chasqui-forwarder", [&]() -> absl::Status {
+    auto answered = std::make_shared<std::promise<std::string>>();
+    auto future = answered->get_future();
+    CHASQUI_RETURN_IF_ERROR(mux->Request(
+        kRawSubject, payload, absl::Seconds(1), [answered](MuxOutcome o, const BusMessage* reply) {
+          answered->set_value(o == MuxOutcome::kReply ? std::string(reply->data)
+                                                      : MuxOutcomeName(o));
+        }));
+    const std::string got = future.get();
+    if (got != payload) return absl::UnavailableError(got.size() < 32 ? got : "bad echo");
+    return absl::OkStatus();
+  }));
+
+  RequestMux* m = mux.get();
+  const absl::Duration timeout = absl::Milliseconds(config.timeout_ms);
+  const size_t size = payload.size();
+  load.set_issue([&load, m, &payload, timeout, size] {
+    const auto started = SteadyClock::now();
+    absl::Status sent =
+        m->Request(kRawSubject, payload, timeout,
+                   [&load, started, size](MuxOutcome outcome, const BusMessage* reply) {
+                     std::string error;
+                     if (outcome != MuxOutcome::kReply) {
+                       error = MuxOutcomeName(outcome);
+                     } else if (reply->data.size() != size) {
+                       error = "BAD_REPLY";
+                     }
+                     if (load.Complete(started, error)) load.IssueNext();
+                   });
+    if (!sent.ok() && load.Complete(started, "PUBLISH_FAILED")) load.IssueNext();
+  });
+  auto result = Drive(config, load, "raw", forwarder, router, nats, [](Snapshot&) {});
+  load.set_state(Load::State::kClosed);
+  mux.reset();
+  echo.reset();
+  return result;
+}
+
+struct Keys {
+  std::optional<Identity> consumer;
+  std::optional<Identity> provider;
+  std::vector<PublicIdentity> trusted;
+};
+
+absl::StatusOr<PhaseResult> RunSecured(const Config& config, const std::string& url,
+                                       const std::string& payload, Keys& keys, int ops_port,
+                                       ChildProcess& router, ChildProcess& forwarder,
+                                       ChildProcess& nats) {
+  CHASQUI_ASSIGN_OR_RETURN(auto provider_bus, ConnectBus(url, "chasqui-bench-provider", config));
+  CHASQUI_ASSIGN_OR_RETURN(auto consumer_bus, ConnectBus(url, "chasqui-bench-consumer", config));
+  Load load(static_cast<size_t>(std::min(config.seconds * 500'000.0, 100e6)));
+  CHASQUI_ASSIGN_OR_RETURN(auto provider,
+                           Provider::Create(provider_bus.get(), std::move(*keys.provider),
+                                            TrustStore::FromIdentities(keys.trusted, kEnv)));
+  CHASQUI_RETURN_IF_ERROR(provider->Serve(
+      kService, [](const RequestContext&, std::string_view body) -> absl::StatusOr<std::string> {
+        return std::string(body);
+      }));
+  CHASQUI_RETURN_IF_ERROR(provider_bus->Flush(absl::Seconds(2)));
+  CHASQUI_ASSIGN_OR_RETURN(auto consumer,
+                           Consumer::Create(consumer_bus.get(), std::move(*keys.consumer),
+                                            TrustStore::FromIdentities(keys.trusted, kEnv)));
+
+  CallOptions options;
+  options.end_user = kEndUser;
+  options.purpose = "benchmark";
+  CallOptions probe_options = options;
+  probe_options.timeout = absl::Seconds(1);
+  CHASQUI_RETURN_IF_ERROR(Retry("secured path through chasqui-router", [&]() -> absl::Status {
+    CallResult r = consumer->Call(kProvider, kService, payload, probe_options);
+    if (!r.status.ok()) {
+      return absl::Status(r.status.code(), fmt::format("{}: {}", CodeName(ChasquiCode(r.status)),
+                                                       MessageOf(r.status)));
+    }
+    if (r.body != payload) return absl::DataLossError("the echo differs from the request");
+    return absl::OkStatus();
+  }));
+
+  Consumer* c = consumer.get();
+  Provider* p = provider.get();
+  options.timeout = absl::Milliseconds(config.timeout_ms);
+  const size_t size = payload.size();
+  load.set_issue([&load, c, &payload, &options, size] {
+    const auto started = SteadyClock::now();
+    c->CallAsync(kProvider, kService, payload, options, [&load, started, size](CallResult r) {
+      std::string error;
+      if (!r.status.ok()) {
+        error = std::string(CodeName(ChasquiCode(r.status)));
+      } else if (r.body.size() != size) {
+        error = "BAD_REPLY";
+      }
+      if (load.Complete(started, error)) load.IssueNext();
+    });
+  });
+  absl::Status scrape_error;
+  auto result = Drive(config, load, "secured", router, forwarder, nats, [&](Snapshot& s) {
+    s.consumer_batches = c->batches();
+    s.consumer_signed = c->signed_headers();
+    s.provider_batches = p->batches();
+    s.provider_signed = p->signed_headers();
+    auto scrape = RouterScrape::Get(ops_port);
+    if (!scrape.ok()) {
+      scrape_error = scrape.status();
+      return;
+    }
+    s.router_batch_sum = scrape->Sum("chasqui_router_request_batch_size_sum");
+    s.router_batch_count = scrape->Sum("chasqui_router_request_batch_size_count");
+    s.router_cache_hits = scrape->Sum("chasqui_router_root_cache_total", "result=\"hit\"");
+    s.router_cache_misses = scrape->Sum("chasqui_router_root_cache_total", "result=\"miss\"");
+  });
+  load.set_state(Load::State::kClosed);
+  consumer.reset();  // answers what is left with kClosed, which no longer counts
+  provider.reset();
+  if (!scrape_error.ok()) {
+    std::cerr << "chasqui-bench: warning: " << MessageOf(scrape_error) << "\n";
+  }
+  return result;
+}
+
+// {"nats":["nats://127.0.0.1:PORT"],...}; empty while the file is missing or half written.
+std::string NatsUrlFromPortsFile(const std::string& text) {
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return {};
+  const auto nats = j.find("nats");
+  if (nats == j.end() || !nats->is_array() || nats->empty() || !(*nats)[0].is_string()) return {};
+  return (*nats)[0].get<std::string>();
+}
+
+// The port in the router's "ops listening on http://127.0.0.1:PORT" line, or 0.
+int OpsPortFromLog(const std::string& log) {
+  constexpr std::string_view kMarker = "ops listening on http://";
+  const size_t at = log.find(kMarker);
+  if (at == std::string::npos) return 0;
+  const size_t end = log.find_first_of(" \n", at + kMarker.size());
+  const std::string host_port = log.substr(at + kMarker.size(), end - at - kMarker.size());
+  const size_t colon = host_port.rfind(':');
+  if (colon == std::string::npos) return 0;
+  try {
+    return std::stoi(host_port.substr(colon + 1));
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+absl::Status WaitForChild(ChildProcess& child, std::string_view what,
+                          const std::function<bool()>& ready) {
+  const auto deadline = SteadyClock::now() + kStartBound;
+  while (!ready()) {
+    if (!child.Running()) {
+      return absl::UnavailableError(fmt::format("{} exited ({}) before {}; its log:\n{}",
+                                                child.name(), child.ExitDescription(), what,
+                                                child.LogTail()));
+    }
+    if (SteadyClock::now() >= deadline) {
+      return absl::DeadlineExceededError(fmt::format("{}: no {} after {} s; its log:\n{}",
+                                                     child.name(), what, kStartBound.count(),
+                                                     child.LogTail()));
+    }
+    if (!SleepUntil(SteadyClock::now() + kPoll)) return Interrupted();
+  }
+  return absl::OkStatus();
+}
+
+std::string ErrorList(const std::map<std::string, uint64_t>& errors) {
+  std::string out;
+  for (const auto& [code, n] : errors)
+    out += fmt::format("{}{} {}", out.empty() ? "" : ", ", code, n);
+  return out;
+}
+
+void PrintTable(const Config& config, const PhaseResult& raw, const PhaseResult& secured) {
+  std::cout << fmt::format(
+      "chasqui-bench: payload {} B, {} in flight, {:g} s per phase (after {:g} s warm-up), "
+      "send_asap={}\n",
+      config.payload, config.inflight, config.seconds, config.warmup_seconds,
+      config.send_asap ? "on" : "off");
+  std::cout << fmt::format("{:<9} {:>8} {:>7} {:>7} {:>7}  {}\n", "phase", "req/s", "p50 ms",
+                           "p99 ms", "errors", "proc CPU us/req");
+  for (const PhaseResult* r : {&raw, &secured}) {
+    std::cout << fmt::format("{:<9} {:>8.0f} {:>7.2f} {:>7.2f} {:>7}  {} {:.1f}\n", r->name, r->rps,
+                             r->p50_ms, r->p99_ms, r->error_count, r->proc_name, r->proc_cpu_us);
+  }
+  std::cout << fmt::format("ratio secured/raw: {:.2f}   router CPU / forwarder CPU: {:.2f}\n",
+                           Ratio(secured.rps, raw.rps),
+                           Ratio(secured.proc_cpu_us, raw.proc_cpu_us));
+  std::cout << fmt::format(
+      "mean batch: consumer {:.1f}, provider {:.1f}, router-seen {:.1f} (weighted by request); "
+      "router verifies per request (request side): {:.3f}\n",
+      secured.consumer_batch, secured.provider_batch, secured.router_batch,
+      secured.router_verifies_per_req);
+  std::cout << fmt::format(
+      "other CPU us/req: nats-server raw {:.1f} / secured {:.1f}; bench process (load+echo / "
+      "consumer+provider) raw {:.1f} / secured {:.1f}\n",
+      raw.nats_cpu_us, secured.nats_cpu_us, raw.bench_cpu_us, secured.bench_cpu_us);
+  std::cout << fmt::format(
+      "context switches/req: forwarder {:.2f} / router {:.2f}; nats-server raw {:.2f} / secured "
+      "{:.2f}; bench process raw {:.2f} / secured {:.2f}\n",
+      raw.proc_switches, secured.proc_switches, raw.nats_switches, secured.nats_switches,
+      raw.bench_switches, secured.bench_switches);
+  std::cout << fmt::format(
+      "machine: {:.0f} cores, busy raw {:.2f} / secured {:.2f}; outside this run raw {:.2f} / "
+      "secured {:.2f}{}\n",
+      secured.machine_cores, raw.machine_busy_cores, secured.machine_busy_cores,
+      raw.foreign_busy_cores, secured.foreign_busy_cores,
+      std::max(raw.foreign_busy_cores, secured.foreign_busy_cores) > 0.15
+          ? "  (other load on this machine: figures are noisy)"
+          : "");
+  for (const PhaseResult* r : {&raw, &secured}) {
+    if (!r->errors.empty())
+      std::cout << fmt::format("errors {}: {}\n", r->name, ErrorList(r->errors));
+  }
+}
+
+nlohmann::json PhaseJson(const PhaseResult& r) {
+  nlohmann::json errors = nlohmann::json::object();
+  for (const auto& [code, n] : r.errors) errors[code] = n;
+  return {{"window_s", r.window_s},
+          {"ok", r.ok},
+          {"req_per_s", r.rps},
+          {"p50_ms", r.p50_ms},
+          {"p99_ms", r.p99_ms},
+          {"mean_ms", r.mean_ms},
+          {"max_ms", r.max_ms},
+          {"errors", r.error_count},
+          {"error_codes", errors},
+          {"proc", r.proc_name},
+          {"proc_cpu_us_per_req", r.proc_cpu_us},
+          {"nats_cpu_us_per_req", r.nats_cpu_us},
+          {"bench_cpu_us_per_req", r.bench_cpu_us},
+          {"proc_switches_per_req", r.proc_switches},
+          {"nats_switches_per_req", r.nats_switches},
+          {"bench_switches_per_req", r.bench_switches},
+          {"machine_busy_cores", r.machine_busy_cores},
+          {"foreign_busy_cores", r.foreign_busy_cores}};
+}
+
+void PrintJson(const Config& config, const PhaseResult& raw, const PhaseResult& secured) {
+  nlohmann::json j = {{"payload", config.payload},
+                      {"inflight", config.inflight},
+                      {"seconds", config.seconds},
+                      {"warmup_seconds", config.warmup_seconds},
+                      {"send_asap", config.send_asap},
+                      {"raw", PhaseJson(raw)},
+                      {"secured", PhaseJson(secured)},
+                      {"ratio_secured_raw", Ratio(secured.rps, raw.rps)},
+                      {"ratio_router_forwarder_cpu", Ratio(secured.proc_cpu_us, raw.proc_cpu_us)},
+                      {"mean_batch",
+                       {{"consumer", secured.consumer_batch},
+                        {"provider", secured.provider_batch},
+                        {"router_seen", secured.router_batch}}},
+                      {"router_verifies_per_req", secured.router_verifies_per_req}};
+  std::cout << j.dump() << "\n";
+}
+
+std::string NextTo(const std::filesystem::path& dir, const std::string& relative,
+                   const std::string& fallback_name) {
+  std::error_code ec;
+  const std::filesystem::path candidate = (dir / relative).lexically_normal();
+  if (std::filesystem::exists(candidate, ec)) return candidate.string();
+  return fallback_name;  // looked up on PATH when started
+}
+
+// Returns the process exit code: 0 clean, 1 errors in a phase, 2 the run could not happen.
+absl::StatusOr<int> Run(Config config) {
+  std::error_code ec;
+  const std::filesystem::path exe_dir =
+      std::filesystem::read_symlink("/proc/self/exe", ec).parent_path();
+  if (config.forwarder_bin.empty()) {
+    config.forwarder_bin = NextTo(exe_dir, "chasqui-forwarder", "chasqui-forwarder");
+  }
+  if (config.router_bin.empty()) {
+    config.router_bin = NextTo(exe_dir, "../services/router/chasqui-router", "chasqui-router");
+  }
+
+  CHASQUI_ASSIGN_OR_RETURN(auto dir, TempDir::Create("chasqui-bench"));
+  if (config.keep_dir) dir->Keep();
+
+  // nats-server on a port of its choosing.
+  CHASQUI_ASSIGN_OR_RETURN(
+      auto nats, ChildProcess::Start("nats-server",
+                                     {config.nats_server_bin, "-a", "127.0.0.1", "-p", "-1",
+                                      "--ports_file_dir", dir->path(), "-l", dir->File("nats.log")},
+                                     dir->File("nats.out")));
+  std::string url;
+  const std::string ports_file = dir->File(fmt::format("nats-server_{}.ports", nats->pid()));
+  CHASQUI_RETURN_IF_ERROR(WaitForChild(*nats, "ports file", [&] {
+    url = NatsUrlFromPortsFile(ReadWholeFile(ports_file));
+    return !url.empty();
+  }));
+
+  // Keys: the bench's consumer and provider stay in memory; the router's goes to a file.
+  Keys keys;
+  keys.consumer.emplace(GenerateIdentity(kConsumer, kEnv, Role::kEntity));
+  keys.provider.emplace(GenerateIdentity(kProvider, kEnv, Role::kEntity));
+  const Identity router_id = GenerateIdentity("router", kEnv, Role::kRouter);
+  keys.trusted = {keys.consumer->pub, keys.provider->pub, router_id.pub};
+  CHASQUI_RETURN_IF_ERROR(WriteIdentity(dir->File("router.key"), router_id));
+  {
+    std::ofstream trust(dir->File("trust.json"));
+    trust << TrustFileJson(keys.trusted);
+    trust.close();
+    if (!trust) return absl::InternalError("cannot write " + dir->File("trust.json"));
+  }
+
+  std::vector<std::string> router_args = {config.router_bin,
+                                          "--env",
+                                          kEnv,
+                                          "--nats",
+                                          url,
+                                          "--key",
+                                          dir->File("router.key"),
+                                          "--trust",
+                                          dir->File("trust.json"),
+                                          "--id",
+                                          kRouterId,
+                                          "--ops-port",
+                                          "0",
+                                          "--startup-hold-ms",
+                                          "0",
+                                          "--provider-timeout-ms",
+                                          std::to_string(config.timeout_ms)};
+  std::vector<std::string> forwarder_args = {config.forwarder_bin, "--nats", url, "--timeout-ms",
+                                             std::to_string(config.timeout_ms)};
+  router_args.insert(router_args.end(), config.router_extra_args.begin(),
+                     config.router_extra_args.end());
+  if (config.send_asap) {
+    router_args.push_back("--send-asap");
+    forwarder_args.push_back("--send-asap");
+  }
+  CHASQUI_ASSIGN_OR_RETURN(auto router,
+                           ChildProcess::Start("router", router_args, dir->File("router.log")));
+  CHASQUI_ASSIGN_OR_RETURN(
+      auto forwarder, ChildProcess::Start("forwarder", forwarder_args, dir->File("forwarder.log")));
+  int ops_port = 0;
+  CHASQUI_RETURN_IF_ERROR(WaitForChild(*router, "ops port in its log", [&] {
+    ops_port = OpsPortFromLog(ReadWholeFile(router->log_path()));
+    return ops_port > 0;
+  }));
+  CHASQUI_RETURN_IF_ERROR(WaitForChild(*router, "200 on /readyz", [&] {
+    httplib::Client client("127.0.0.1", ops_port);
+    client.set_connection_timeout(1, 0);
+    auto res = client.Get("/readyz");
+    return res && res->status == 200;
+  }));
+  CHASQUI_RETURN_IF_ERROR(WaitForChild(*forwarder, "ready line in its log", [&] {
+    return ReadWholeFile(forwarder->log_path()).find("forwarder ready") != std::string::npos;
+  }));
+
+  const std::string payload(config.payload, 'x');
+  auto raw = RunRaw(config, url, payload, *forwarder, *router, *nats);
+  if (!raw.ok() && absl::IsCancelled(raw.status())) return raw.status();
+  if (!raw.ok()) {
+    return absl::Status(raw.status().code(),
+                        fmt::format("raw phase: {}\nforwarder log:\n{}", MessageOf(raw.status()),
+                                    forwarder->LogTail()));
+  }
+  auto secured = RunSecured(config, url, payload, keys, ops_port, *router, *forwarder, *nats);
+  if (!secured.ok() && absl::IsCancelled(secured.status())) return secured.status();
+  if (!secured.ok()) {
+    return absl::Status(secured.status().code(),
+                        fmt::format("secured phase: {}\nrouter log:\n{}",
+                                    MessageOf(secured.status()), router->LogTail()));
+  }
+  PrintTable(config, *raw, *secured);
+  if (config.json) PrintJson(config, *raw, *secured);
+
+  // Stop the children before the temp dir goes (they are also stopped on every error path).
+  forwarder->Stop();
+  router->Stop();
+  nats->Stop();
+  if (config.keep_dir) std::cout << "logs and keys kept in " << dir->path() << "\n";
+  return raw->error_count + secured->error_count > 0 ? 1 : 0;
+}
+
+}  // namespace
+}  // namespace chasqui::bench
+
+int main(int argc, char** argv) {
+  chasqui::bench::Config config;
+  CLI::App app{"chasqui-bench: a secured exchange beside the raw forwarder baseline, one run"};
+  app.add_option("--payload", config.payload, "body bytes per request")
+      ->check(CLI::Range(size_t{1}, size_t{512} * 1024));
+  app.add_option("--inflight", config.inflight, "requests kept in flight (K)")
+      ->check(CLI::Range(1, 100000));
+  app.add_option("--seconds", config.seconds, "measured seconds per phase")
+      ->check(CLI::Range(0.1, 3600.0));
+  app.add_option("--warmup-seconds", config.warmup_seconds, "warm-up seconds per phase")
+      ->check(CLI::Range(0.0, 600.0));
+  app.add_option("--timeout-ms", config.timeout_ms,
+                 "per-request timeout (bench, router, forwarder)")
+      ->check(CLI::Range(int64_t{100}, int64_t{600000}));
+  app.add_flag("--send-asap", config.send_asap,
+               "flush every publish at once, here and in the router and forwarder (default off: "
+               "nats.c's flusher batches, higher pipelined throughput)");
+  app.add_flag("--json", config.json, "also print one JSON line of all figures");
+  app.add_flag("--keep-dir", config.keep_dir, "keep the temp dir (logs, keys) and print its path");
+  app.add_option("--router-bin", config.router_bin,
+                 "chasqui-router (default: ../services/router/ next to this binary)");
+  app.add_option("--router-arg", config.router_extra_args,
+                 "an extra flag for chasqui-router (repeatable), e.g. --router-arg=--shared-delivery-thread")
+      ->allow_extra_args(false);
+  app.add_option("--forwarder-bin", config.forwarder_bin,
+                 "chasqui-forwarder (default: next to this binary)");
+  app.add_option("--nats-server-bin", config.nats_server_bin, "nats-server (default: on PATH)");
+  CLI11_PARSE(app, argc, argv);
+
+  std::signal(SIGPIPE, SIG_IGN);
+  spdlog::set_level(spdlog::level::warn);  // the bench's own buses log their connects at info
+  int rc;
+  {
+    chasqui::bench::InterruptWatcher watcher;
+    auto result = chasqui::bench::Run(config);
+    if (result.ok()) {
+      rc = *result;
+    } else {
+      std::cerr << "chasqui-bench: " << chasqui::MessageOf(result.status()) << "\n";
+      rc = chasqui::bench::g_interrupted.HasBeenNotified() ? 130 : 2;
+    }
+  }
+  nats_Close();
+  return rc;
+}
