@@ -62,6 +62,13 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   auto identity = chasqui::LoadIdentity(key_file);
   if (!identity.ok()) return Fail(identity.status());
+  if (identity->pub.role != chasqui::Role::kRouter || identity->pub.env != options.env) {
+    return Fail(absl::InvalidArgumentError(fmt::format(
+        "key file {}: holds an {} key for {}; expected a router key for {} (make one with "
+        "`chasqui keygen --entity router --role router --env {}`)",
+        key_file, chasqui::RoleName(identity->pub.role), identity->pub.env, options.env,
+        options.env)));
+  }
   auto trust = chasqui::TrustStore::Load(trust_file, options.env);
   if (!trust.ok()) return Fail(trust.status());
   CHQ_LOG_INFO("config: env={} nats={} key={} (serial {}) trust={} ({} keys for {})", options.env,

@@ -1,0 +1,99 @@
+// The router binary refuses to start on a missing or malformed key or trust file, with one
+// line naming the file, the field and what was expected, and exit status 2.
+
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include "common/envelope/identity.h"
+#include "gtest/gtest.h"
+#include "tests/support/temp_dir.h"
+
+namespace chasqui::testing {
+namespace {
+
+struct Outcome {
+  int exit_code = -1;
+  std::string output;
+};
+
+// Runs the router with `args`; the router must stop by itself (it never reaches NATS here).
+Outcome RunRouter(const std::string& args) {
+  const std::string cmd = std::string("timeout 10 ") + CHASQUI_ROUTER_BIN + " " + args + " 2>&1";
+  Outcome out;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return out;
+  std::array<char, 4096> buf;
+  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.output.append(buf.data(), n);
+  const int status = pclose(p);
+  out.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return out;
+}
+
+class RouterConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Identity router = GenerateIdentity("router", "test", Role::kRouter);
+    ASSERT_TRUE(WriteIdentity(dir_.File("router.key"), router).ok());
+    pub_ = router.pub;
+  }
+  void Write(const std::string& name, const std::string& text) {
+    std::ofstream(dir_.File(name)) << text;
+  }
+  std::string Args(const std::string& trust) {
+    return "--env test --nats nats://127.0.0.1:1 --key " + dir_.File("router.key") +
+           " --trust " + dir_.File(trust);
+  }
+
+  TempDir dir_;
+  PublicIdentity pub_;
+};
+
+TEST_F(RouterConfigTest, MissingTrustFileNamesTheFile) {
+  Outcome o = RunRouter(Args("nope.json"));
+  EXPECT_EQ(o.exit_code, 2) << o.output;
+  EXPECT_NE(o.output.find("cannot read trust file " + dir_.File("nope.json")), std::string::npos)
+      << o.output;
+}
+
+TEST_F(RouterConfigTest, TrustFileThatIsNotJsonSaysSo) {
+  Write("trust.json", "{\"version\": 1, \"identities\": [");
+  Outcome o = RunRouter(Args("trust.json"));
+  EXPECT_EQ(o.exit_code, 2) << o.output;
+  EXPECT_NE(o.output.find("trust.json: not valid JSON"), std::string::npos) << o.output;
+}
+
+TEST_F(RouterConfigTest, BadFieldNamesTheEntryTheFieldAndWhatWasExpected) {
+  std::string entry = PublicIdentityJson(pub_);
+  const std::string key = "\"sign_pk\": \"";
+  entry.replace(entry.find(key) + key.size(), 8, "!!!!!!!!");  // no longer base64
+  Write("trust.json", "{\"version\": 1, \"identities\": [" + entry + "]}");
+  Outcome o = RunRouter(Args("trust.json"));
+  EXPECT_EQ(o.exit_code, 2) << o.output;
+  EXPECT_NE(o.output.find("identities[0]: field \"sign_pk\": expected base64 of 32 bytes"),
+            std::string::npos)
+      << o.output;
+}
+
+TEST_F(RouterConfigTest, UnreachableNatsStopsTheRouterWithTheUrl) {
+  Write("trust.json", TrustFileJson({pub_}));
+  Outcome o = RunRouter(Args("trust.json"));
+  EXPECT_EQ(o.exit_code, 2) << o.output;
+  EXPECT_NE(o.output.find("nats://127.0.0.1:1"), std::string::npos) << o.output;
+}
+
+TEST_F(RouterConfigTest, AnEntityKeyIsNotARouterKey) {
+  Identity entity = GenerateIdentity("segip", "test", Role::kEntity);
+  ASSERT_TRUE(WriteIdentity(dir_.File("segip.key"), entity).ok());
+  Write("trust.json", TrustFileJson({pub_, entity.pub}));
+  Outcome o = RunRouter("--env test --nats nats://127.0.0.1:1 --key " + dir_.File("segip.key") +
+                        " --trust " + dir_.File("trust.json"));
+  EXPECT_EQ(o.exit_code, 2) << o.output;
+  EXPECT_NE(o.output.find("key file"), std::string::npos) << o.output;
+}
+
+}  // namespace
+}  // namespace chasqui::testing
