@@ -38,6 +38,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/synchronization/notification.h"
 #include "benchmarks/child_process.h"
+#include "common/core/files.h"
 #include "common/bus/bus.h"
 #include "common/bus/request_mux.h"
 #include "common/core/log.h"
@@ -734,7 +735,7 @@ absl::StatusOr<int> Run(Config config) {
   std::string url;
   const std::string ports_file = dir->File(fmt::format("nats-server_{}.ports", nats->pid()));
   CHASQUI_RETURN_IF_ERROR(WaitForChild(*nats, "ports file", [&] {
-    url = NatsUrlFromPortsFile(ReadWholeFile(ports_file));
+    url = NatsUrlFromPortsFile(ReadFileOrEmpty(ports_file));
     return !url.empty();
   }));
 
@@ -783,7 +784,7 @@ absl::StatusOr<int> Run(Config config) {
       auto forwarder, ChildProcess::Start("forwarder", forwarder_args, dir->File("forwarder.log")));
   int ops_port = 0;
   CHASQUI_RETURN_IF_ERROR(WaitForChild(*router, "ops port in its log", [&] {
-    ops_port = OpsPortFromLog(ReadWholeFile(router->log_path()));
+    ops_port = OpsPortFromLog(ReadFileOrEmpty(router->log_path()));
     return ops_port > 0;
   }));
   CHASQUI_RETURN_IF_ERROR(WaitForChild(*router, "200 on /readyz", [&] {
@@ -793,7 +794,7 @@ absl::StatusOr<int> Run(Config config) {
     return res && res->status == 200;
   }));
   CHASQUI_RETURN_IF_ERROR(WaitForChild(*forwarder, "ready line in its log", [&] {
-    return ReadWholeFile(forwarder->log_path()).find("forwarder ready") != std::string::npos;
+    return ReadFileOrEmpty(forwarder->log_path()).find("forwarder ready") != std::string::npos;
   }));
 
   const std::string payload(config.payload, 'x');

@@ -1,5 +1,7 @@
 #include "benchmarks/child_process.h"
 
+#include "common/core/files.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -22,33 +24,7 @@ namespace {
 
 constexpr auto kPoll = std::chrono::milliseconds(5);
 
-bool IsExecutable(const std::string& path) { return ::access(path.c_str(), X_OK) == 0; }
-
 }  // namespace
-
-std::string FindOnPath(const std::string& name) {
-  if (name.find('/') != std::string::npos) return IsExecutable(name) ? name : std::string();
-  std::string dirs;
-  if (const char* path = std::getenv("PATH"); path != nullptr) dirs = path;
-  // Debian installs nats-server into /usr/sbin, often not on a user's PATH.
-  dirs += ":/usr/sbin:/usr/local/sbin:/usr/local/bin:/usr/bin";
-  std::stringstream ss(dirs);
-  std::string dir;
-  while (std::getline(ss, dir, ':')) {
-    if (dir.empty()) continue;
-    std::string candidate = dir + "/" + name;
-    if (IsExecutable(candidate)) return candidate;
-  }
-  return std::string();
-}
-
-std::string ReadWholeFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::string();
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
 
 ChildProcess::ChildProcess(std::string name, pid_t pid, std::string log_path)
     : name_(std::move(name)), pid_(pid), log_path_(std::move(log_path)) {}
@@ -57,7 +33,7 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Start(std::string na
                                                                   std::vector<std::string> argv,
                                                                   std::string log_path) {
   if (argv.empty()) return absl::InvalidArgumentError(fmt::format("{}: empty command", name));
-  const std::string bin = FindOnPath(argv[0]);
+  const std::string bin = FindExecutable(argv[0]);
   if (bin.empty()) {
     return absl::UnavailableError(
         fmt::format("{}: '{}' is not an executable file (nor on PATH)", name, argv[0]));
@@ -168,13 +144,13 @@ void ChildProcess::Stop(std::chrono::milliseconds grace) {
 }
 
 std::string ChildProcess::LogTail(size_t bytes) const {
-  const std::string text = ReadWholeFile(log_path_);
+  const std::string text = ReadFileOrEmpty(log_path_);
   return text.size() <= bytes ? text : "..." + text.substr(text.size() - bytes);
 }
 
 absl::StatusOr<double> CpuSeconds(pid_t pid) {
   const std::string path = pid == 0 ? "/proc/self/stat" : fmt::format("/proc/{}/stat", pid);
-  const std::string text = ReadWholeFile(path);
+  const std::string text = ReadFileOrEmpty(path);
   // The command name (field 2) may hold spaces and parentheses: fields resume after the last ')'.
   const size_t close = text.rfind(')');
   if (text.empty() || close == std::string::npos) {
@@ -194,7 +170,7 @@ absl::StatusOr<double> CpuSeconds(pid_t pid) {
 }
 
 MachineCpu MachineCpuSeconds() {
-  std::istringstream stat(ReadWholeFile("/proc/stat"));
+  std::istringstream stat(ReadFileOrEmpty("/proc/stat"));
   std::string cpu;
   uint64_t user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
   stat >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal;
@@ -209,7 +185,7 @@ uint64_t ContextSwitches(pid_t pid) {
   uint64_t total = 0;
   std::error_code ec;
   for (const auto& task : std::filesystem::directory_iterator(dir, ec)) {
-    std::istringstream status(ReadWholeFile(task.path().string() + "/status"));
+    std::istringstream status(ReadFileOrEmpty(task.path().string() + "/status"));
     std::string line;
     while (std::getline(status, line)) {
       if (line.rfind("voluntary_ctxt_switches:", 0) == 0 ||

@@ -84,8 +84,4 @@ class TempDir {
   bool keep_ = false;
 };
 
-std::string ReadWholeFile(const std::string& path);
-// The binary `name` on PATH or in the sbin dirs, or "" if none is executable.
-std::string FindOnPath(const std::string& name);
-
 }  // namespace chasqui::bench

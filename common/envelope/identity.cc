@@ -7,9 +7,8 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
+#include "common/core/files.h"
 #include "common/core/names.h"
 #include "fmt/format.h"
 #include "nlohmann/json.hpp"
@@ -28,19 +27,6 @@ void Wipe(std::string& s) {
 absl::Status FieldError(std::string_view where, std::string_view field, std::string_view expected) {
   return absl::InvalidArgumentError(
       fmt::format("{}: field \"{}\": expected {}", where, field, expected));
-}
-
-absl::StatusOr<std::string> ReadFile(const std::string& path, std::string_view what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    const int err = errno;
-    std::string msg = fmt::format("cannot read {} {}: {}", what, path, std::strerror(err));
-    if (err == EACCES) return absl::PermissionDeniedError(msg);
-    return absl::NotFoundError(msg);
-  }
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 absl::StatusOr<std::string> StringField(const json& j, std::string_view where,
@@ -141,7 +127,7 @@ Identity GenerateIdentity(std::string entity, std::string env, Role role) {
 }
 
 absl::StatusOr<Identity> LoadIdentity(const std::string& path) {
-  auto text = ReadFile(path, "key file");
+  auto text = ReadFileToString(path, "key file");
   if (!text.ok()) return text.status();
   const std::string where = fmt::format("key file {}", path);
   auto j = ParseJson(*text, where);
@@ -227,7 +213,7 @@ absl::StatusOr<PublicIdentity> ParsePublicIdentity(std::string_view text, std::s
 }
 
 absl::StatusOr<TrustStore> TrustStore::Load(const std::string& path, std::string_view env) {
-  auto text = ReadFile(path, "trust file");
+  auto text = ReadFileToString(path, "trust file");
   if (!text.ok()) return text.status();
   const std::string where = fmt::format("trust file {}", path);
   auto j = ParseJson(*text, where);

@@ -1,5 +1,7 @@
 #include "tests/support/nats_server.h"
 
+#include "common/core/files.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -24,32 +26,6 @@ namespace {
 constexpr auto kStartBound = std::chrono::seconds(10);
 constexpr auto kTermBound = std::chrono::seconds(5);
 constexpr auto kPoll = std::chrono::milliseconds(5);
-
-bool IsExecutable(const std::string& path) { return ::access(path.c_str(), X_OK) == 0; }
-
-// PATH first, then the sbin dirs Debian installs nats-server into (often not on a user's PATH).
-std::string FindBinary(const std::string& name) {
-  if (name.find('/') != std::string::npos) return IsExecutable(name) ? name : std::string();
-  std::string dirs;
-  if (const char* path = std::getenv("PATH"); path != nullptr) dirs = path;
-  dirs += ":/usr/sbin:/usr/local/sbin:/usr/local/bin:/usr/bin";
-  std::stringstream ss(dirs);
-  std::string dir;
-  while (std::getline(ss, dir, ':')) {
-    if (dir.empty()) continue;
-    std::string candidate = dir + "/" + name;
-    if (IsExecutable(candidate)) return candidate;
-  }
-  return std::string();
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::string();
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
 
 std::string Tail(const std::string& text, size_t n) {
   return text.size() <= n ? text : "..." + text.substr(text.size() - n);
@@ -107,7 +83,7 @@ NatsServer::~NatsServer() { Terminate(); }
 std::string NatsServer::url() const { return fmt::format("nats://127.0.0.1:{}", port_); }
 
 absl::Status NatsServer::Launch(const std::vector<std::string>& port_args) {
-  const std::string bin = FindBinary(CHASQUI_NATS_SERVER_BIN);
+  const std::string bin = FindExecutable(CHASQUI_NATS_SERVER_BIN);
   if (bin.empty()) {
     return absl::UnavailableError(fmt::format(
         "{} not found on PATH or in /usr/sbin; install the nats-server package",
@@ -156,21 +132,21 @@ absl::Status NatsServer::Launch(const std::vector<std::string>& port_args) {
   const auto deadline = std::chrono::steady_clock::now() + kStartBound;
   while (true) {
     int port = 0;
-    if (ParsePortsFile(ReadFile(ports_path), &port)) {
+    if (ParsePortsFile(ReadFileOrEmpty(ports_path), &port)) {
       port_ = port;
       return absl::OkStatus();
     }
     if (Reaped(pid)) {
       pid_ = -1;
       return absl::UnavailableError(fmt::format(
-          "{} exited during start: {} {}", bin, Head(ReadFile(out_path), 1000),
-          Tail(ReadFile(log_path), 1000)));
+          "{} exited during start: {} {}", bin, Head(ReadFileOrEmpty(out_path), 1000),
+          Tail(ReadFileOrEmpty(log_path), 1000)));
     }
     if (std::chrono::steady_clock::now() > deadline) {
       Terminate();
       return absl::UnavailableError(fmt::format(
           "{} wrote no ports file {} within 10 s: {}", bin, ports_path,
-          Tail(ReadFile(log_path), 1000)));
+          Tail(ReadFileOrEmpty(log_path), 1000)));
     }
     std::this_thread::sleep_for(kPoll);
   }

@@ -1,0 +1,51 @@
+#include "common/core/files.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "fmt/format.h"
+
+namespace chasqui {
+namespace {
+bool IsExecutable(const std::string& path) { return ::access(path.c_str(), X_OK) == 0; }
+}  // namespace
+
+absl::StatusOr<std::string> ReadFileToString(const std::string& path, std::string_view what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    const int err = errno;
+    std::string msg = fmt::format("cannot read {} {}: {}", what, path, std::strerror(err));
+    if (err == EACCES) return absl::PermissionDeniedError(msg);
+    return absl::NotFoundError(msg);
+  }
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+std::string ReadFileOrEmpty(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadFileToString(path, "file");
+  return text.ok() ? *std::move(text) : std::string();
+}
+
+std::string FindExecutable(const std::string& name) {
+  if (name.find('/') != std::string::npos) return IsExecutable(name) ? name : std::string();
+  std::string dirs;
+  if (const char* path = std::getenv("PATH"); path != nullptr) dirs = path;
+  dirs += ":/usr/sbin:/usr/local/sbin:/usr/local/bin:/usr/bin";
+  std::stringstream ss(dirs);
+  std::string dir;
+  while (std::getline(ss, dir, ':')) {
+    if (dir.empty()) continue;
+    std::string candidate = dir + "/" + name;
+    if (IsExecutable(candidate)) return candidate;
+  }
+  return std::string();
+}
+
+}  // namespace chasqui
