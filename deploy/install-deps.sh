@@ -14,7 +14,8 @@ PACKAGES=(
   libcpp-httplib-dev
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  curl ca-certificates
+  curl ca-certificates python3
+  prometheus
 )
 
 missing=()
@@ -34,3 +35,9 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 echo "deps: installing ${missing[*]}"
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+# Debian's prometheus package starts a system-wide server on :9090 where systemd runs; the
+# backbone's tests start their own on a free loopback port, so one we just installed is stopped.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
+  $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi

@@ -8,9 +8,26 @@
 namespace chasqui {
 
 BatchSigner::BatchSigner(const SigningKey& key, std::string tag)
-    : key_(key), tag_(std::move(tag)), thread_([this] { Run(); }) {}
+    : key_(key), tag_(std::move(tag)), hook_(std::make_shared<BurstHook>()) {
+  {
+    absl::MutexLock lock(&hook_->mu);
+    hook_->signer = this;
+  }
+  thread_ = std::thread([this] { Run(); });
+}
 
-BatchSigner::~BatchSigner() { Stop(); }
+BatchSigner::~BatchSigner() {
+  Stop();
+  // A burst on another thread may still name the hook; it must find nothing to call. Waits for
+  // a SignHeld() already running through the hook.
+  absl::MutexLock lock(&hook_->mu);
+  hook_->signer = nullptr;
+}
+
+void BatchSigner::BurstHook::OnBurstEnd() {
+  absl::MutexLock lock(&mu);
+  if (signer != nullptr) signer->SignHeld();
+}
 
 void BatchSigner::Submit(std::string header_bytes, Done done) {
   std::vector<Item> full;
@@ -18,7 +35,7 @@ void BatchSigner::Submit(std::string header_bytes, Done done) {
     absl::MutexLock lock(&mu_);
     if (!stopped_) {
       queue_.push_back(Item{std::move(header_bytes), std::move(done)});
-      if (!DeferToBurstEnd(this)) {
+      if (!DeferToBurstEnd(hook_)) {
         wake_ = true;
       } else if (queue_.size() >= kMaxTreeLeaves) {
         TakeLocked(full);  // a full tree: no reason to hold it
@@ -33,7 +50,7 @@ void BatchSigner::Submit(std::string header_bytes, Done done) {
   SignRound(full);
 }
 
-void BatchSigner::OnBurstEnd() {
+void BatchSigner::SignHeld() {
   std::vector<Item> batch;
   for (;;) {
     {

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -21,7 +22,7 @@
 
 namespace chasqui {
 
-class BatchSigner : private BurstListener {
+class BatchSigner {
  public:
   // Called exactly once per submitted header, with the header bytes and their signature, on
   // the thread that signs its batch. Must not block for long: the next round waits for it.
@@ -38,8 +39,9 @@ class BatchSigner : private BurstListener {
   // Queues a header for the next round. Thread-safe. After Stop(), signs on the calling thread.
   // Inside a burst, the signer must outlive that burst.
   void Submit(std::string header_bytes, Done done);
-  // Signs everything queued, runs its completions, and joins the signing thread. Owners call
-  // it before tearing down what completions use. Idempotent.
+  // Signs everything queued (held in a burst or not), runs its completions, and joins the
+  // signing thread. Owners call it before tearing down what completions use. Idempotent; not
+  // from inside a completion.
   void Stop();
 
   // Statistics: batches signed and headers signed, for the mean batch size.
@@ -51,8 +53,15 @@ class BatchSigner : private BurstListener {
     std::string header;
     Done done;
   };
+  // What a burst holds a weak reference to: it outlives the signer only as a disarmed shell.
+  struct BurstHook : BurstListener {
+    void OnBurstEnd() override;
+    absl::Mutex mu;
+    BatchSigner* signer ABSL_GUARDED_BY(mu) = nullptr;
+  };
+
   void Run();
-  void OnBurstEnd() override;
+  void SignHeld();
   // Moves up to kMaxTreeLeaves queued items into `batch` and counts the round.
   void TakeLocked(std::vector<Item>& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SignRound(std::vector<Item>& batch);
@@ -67,6 +76,7 @@ class BatchSigner : private BurstListener {
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t batches_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t signed_ ABSL_GUARDED_BY(mu_) = 0;
+  std::shared_ptr<BurstHook> hook_;
   std::thread thread_;
 };
 

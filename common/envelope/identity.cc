@@ -127,6 +127,13 @@ Identity GenerateIdentity(std::string entity, std::string env, Role role) {
 }
 
 absl::StatusOr<Identity> LoadIdentity(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
+    return absl::PermissionDeniedError(fmt::format(
+        "key file {}: readable by group or others (mode {:o}); a private key must be mode 0600: "
+        "chmod 600 {}",
+        path, st.st_mode & 0777, path));
+  }
   auto text = ReadFileToString(path, "key file");
   if (!text.ok()) return text.status();
   const std::string where = fmt::format("key file {}", path);

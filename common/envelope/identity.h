@@ -42,7 +42,8 @@ struct Identity {
 Identity GenerateIdentity(std::string entity, std::string env, Role role);
 
 // Errors name the file, the field and what was expected (InvalidArgument), or say the file
-// cannot be read (NotFound / PermissionDenied).
+// cannot be read (NotFound / PermissionDenied). A key file readable by group or others is
+// refused (PermissionDenied).
 absl::StatusOr<Identity> LoadIdentity(const std::string& path);
 // Writes the key file with mode 0600 (refuses to overwrite: AlreadyExists).
 absl::Status WriteIdentity(const std::string& path, const Identity& identity);

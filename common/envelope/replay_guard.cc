@@ -12,13 +12,16 @@ ReplayGuard::ReplayGuard(const Clock& clock, int64_t window_ms)
 
 absl::Status ReplayGuard::Check(uint64_t sender, const std::string& id, int64_t sent_at_ms) {
   const int64_t now = clock_.NowUnixMillis();
-  const int64_t skew = sent_at_ms - now;
-  if (skew > window_ms_ || skew < -window_ms_) {
+  // Compared without subtracting the untrusted value, which could overflow.
+  if (sent_at_ms > now + window_ms_ || sent_at_ms < now - window_ms_) {
+    const bool ahead = sent_at_ms > now;
+    const uint64_t skew = ahead ? static_cast<uint64_t>(sent_at_ms) - static_cast<uint64_t>(now)
+                                : static_cast<uint64_t>(now) - static_cast<uint64_t>(sent_at_ms);
     return ChasquiError(
         v1::EXPIRED,
-        fmt::format("sent_at is {} ms {} this router's clock; the window is ±{} ms (check the "
+        fmt::format("sent_at is {} ms {} the receiver's clock; the window is ±{} ms (check the "
                     "sender's clock, or resend)",
-                    skew > 0 ? skew : -skew, skew > 0 ? "ahead of" : "behind", window_ms_));
+                    skew, ahead ? "ahead of" : "behind", window_ms_));
   }
   Key key{sender, {}};
   std::copy_n(id.data(), std::min(id.size(), key.second.size()), key.second.begin());

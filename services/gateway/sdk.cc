@@ -3,6 +3,7 @@
 #include <future>
 #include <utility>
 
+#include "common/core/burst.h"
 #include "common/core/log.h"
 #include "common/core/names.h"
 #include "common/core/status.h"
@@ -63,14 +64,19 @@ absl::StatusOr<std::unique_ptr<Consumer>> Consumer::Create(Bus* bus, Identity id
 }
 
 Consumer::~Consumer() {
-  signer_.Stop();  // sends what is signed while the mux can still take it
-  mux_.reset();    // answers what is pending with kClosed
+  closing_ = true;  // a callback that retries during shutdown gets UNAVAILABLE, not the mux
+  signer_.Stop();   // sends what is signed while the mux can still take it
+  mux_.reset();     // answers what is pending with kClosed
 }
 
 void Consumer::CallAsync(std::string_view provider, std::string_view service,
                          std::string_view body, const CallOptions& options,
                          std::function<void(CallResult)> done) {
   const std::string id = NewEnvelopeId();
+  if (closing_) {
+    done(Failed(v1::UNAVAILABLE, "the consumer is shutting down", id));
+    return;
+  }
   if (!IsValidName(provider) || !IsValidName(service)) {
     done(Failed(v1::BAD_REQUEST,
                 fmt::format("provider \"{}\" and service \"{}\" must be valid names",
@@ -117,12 +123,13 @@ void Consumer::CallAsync(std::string_view provider, std::string_view service,
   SignEnvelope(
       signer_, std::move(h), std::move(sealed),
       [this, id, peer, shared_keys, subject = std::move(subject), timeout = options.timeout,
-       done = std::move(done)](std::string wire) mutable {
+       service = std::string(service), done = std::move(done)](std::string wire) mutable {
         auto shared_done = std::make_shared<std::function<void(CallResult)>>(std::move(done));
         absl::Status sent = mux_->Request(
             subject, wire, timeout,
-            [this, id, peer, shared_keys, shared_done](MuxOutcome outcome, const BusMessage* reply) {
-              (*shared_done)(OnAnswer(id, *peer, *shared_keys, outcome, reply));
+            [this, id, peer, service, shared_keys, shared_done](MuxOutcome outcome,
+                                                                 const BusMessage* reply) {
+              (*shared_done)(OnAnswer(id, *peer, service, *shared_keys, outcome, reply));
             });
         if (!sent.ok()) {
           (*shared_done)(Failed(v1::UNAVAILABLE,
@@ -132,8 +139,8 @@ void Consumer::CallAsync(std::string_view provider, std::string_view service,
 }
 
 CallResult Consumer::OnAnswer(const std::string& id, const PublicIdentity& provider,
-                              const SessionKeys& keys, MuxOutcome outcome,
-                              const BusMessage* reply) {
+                              const std::string& service, const SessionKeys& keys,
+                              MuxOutcome outcome, const BusMessage* reply) {
   switch (outcome) {
     case MuxOutcome::kTimeout:
       return Failed(v1::TIMEOUT, "no answer from the platform within the call's timeout", id);
@@ -166,20 +173,27 @@ CallResult Consumer::OnAnswer(const std::string& id, const PublicIdentity& provi
                   id);
   }
   if (!answers_us || h.env() != trust_.env() || h.consumer() != identity_.pub.entity ||
-      h.kind() == v1::KIND_REQUEST) {
+      h.kind() == v1::KIND_REQUEST ||
+      (from_provider && (h.provider() != provider.entity || h.service() != service))) {
     return Failed(v1::PROVIDER_ERROR, "the answer is not addressed to this request", id);
   }
   if (absl::Status s = verifier_.Verify(*parsed, *signer); !s.ok()) {
     return Failed(v1::PROVIDER_ERROR,
                   fmt::format("the answer does not verify: {}", MessageOf(s)), id);
   }
+  if ((h.kind() == v1::KIND_REPLY || h.sealed()) && h.recipient_cert() != identity_.pub.serial) {
+    return Failed(v1::PROVIDER_ERROR, "the answer is sealed for another key", id);
+  }
   if (h.kind() == v1::KIND_ERROR) {
-    CallResult r = Failed(h.error().code(), h.error().message(), id);
+    std::string message = h.error().message();
+    if (from_provider && h.sealed()) {
+      // The provider's own words may name a person: they travel sealed, for us only.
+      auto detail = OpenBody(h, keys.rx, parsed->envelope.body());
+      message = detail.ok() ? *std::move(detail) : "the provider's error detail does not open";
+    }
+    CallResult r = Failed(h.error().code(), message, id);
     r.retry_after_ms = h.error().retry_after_ms();
     return r;
-  }
-  if (h.recipient_cert() != identity_.pub.serial) {
-    return Failed(v1::PROVIDER_ERROR, "the reply is sealed for another key", id);
   }
   auto opened = OpenBody(h, keys.rx, parsed->envelope.body());
   if (!opened.ok()) {
@@ -195,6 +209,9 @@ CallResult Consumer::Call(std::string_view provider, std::string_view service,
   std::future<CallResult> future = promise.get_future();
   CallAsync(provider, service, body, options,
             [&promise](CallResult r) { promise.set_value(std::move(r)); });
+  // Inside a NATS handler the request would be held until this burst ends, which cannot
+  // happen while this thread waits: send it now.
+  EndBurstNow();
   return future.get();
 }
 
@@ -312,12 +329,22 @@ void Provider::HandleRequest(const std::string& service, const Handler& handler,
   ++handled_;
   RequestContext ctx{h.consumer(),  h.service(),     h.service_version(), h.end_user(),
                      h.purpose(),   h.consent_ref(), ToHex(h.id())};
+  // Replies held for this burst's signature must not wait behind a slow provider system.
+  if (last_handler_ns_.load(std::memory_order_relaxed) > kMaxBurstHoldNanos) EndBurstNow();
+  const int64_t started = clock_.NowMonoNanos();
   absl::StatusOr<std::string> result = handler(ctx, *body);
+  last_handler_ns_.store(clock_.NowMonoNanos() - started, std::memory_order_relaxed);
   if (!result.ok()) {
     // A plain error from the provider's system is PROVIDER_ERROR; a ChasquiError keeps its code.
     const v1::Code code =
         HasChasquiCode(result.status()) ? ChasquiCode(result.status()) : v1::PROVIDER_ERROR;
-    Send(reply_to, ErrorHeader(h, code, MessageOf(result.status())), "");
+    // The system's own words may name a person: the header says only the code, and the words
+    // travel sealed for the consumer.
+    v1::Header error = ErrorHeader(h, code, "the provider's system refused or failed; details "
+                                            "sealed for the consumer");
+    error.set_recipient_cert(h.sender_cert());
+    std::string sealed = SealBody(error, (*keys)->tx, nonces_, MessageOf(result.status()));
+    Send(reply_to, std::move(error), std::move(sealed));
     return;
   }
   v1::Header reply = AnswerHeader(h, v1::KIND_REPLY);

@@ -69,7 +69,8 @@ class Consumer {
   // flight.
   void CallAsync(std::string_view provider, std::string_view service, std::string_view body,
                  const CallOptions& options, std::function<void(CallResult)> done);
-  // Blocking form.
+  // Blocking form. Inside a NATS handler it sends at once (ending the handler's burst).
+  // Do not destroy a Consumer from one of its own callbacks.
   CallResult Call(std::string_view provider, std::string_view service, std::string_view body,
                   const CallOptions& options);
 
@@ -80,7 +81,8 @@ class Consumer {
   Consumer(Bus* bus, Identity identity, TrustStore trust, ConsumerOptions options,
            const Clock& clock);
   CallResult OnAnswer(const std::string& id, const PublicIdentity& provider,
-                      const SessionKeys& keys, MuxOutcome outcome, const BusMessage* reply);
+                      const std::string& service, const SessionKeys& keys, MuxOutcome outcome,
+                      const BusMessage* reply);
 
   Bus* bus_;
   const Identity identity_;
@@ -94,6 +96,7 @@ class Consumer {
   NonceSource nonces_;
   BatchSigner signer_;
   std::unique_ptr<RequestMux> mux_;
+  std::atomic<bool> closing_{false};
 };
 
 // What a provider's handler learns about a request, besides its opened body.
@@ -108,7 +111,8 @@ struct RequestContext {
 };
 
 // Returns the reply body, or an error: a ChasquiError keeps its code; any other error reaches
-// the consumer as PROVIDER_ERROR with its message.
+// the consumer as PROVIDER_ERROR. The error's message reaches the consumer sealed (the header
+// the router and audit see carries only the code).
 using Handler = std::function<absl::StatusOr<std::string>(const RequestContext& context,
                                                           std::string_view body)>;
 
@@ -155,6 +159,7 @@ class Provider {
   NonceSource nonces_;
   BatchSigner signer_;
   std::atomic<uint64_t> handled_{0};
+  std::atomic<int64_t> last_handler_ns_{0};  // how long the provider's system last took
   std::atomic<uint64_t> refused_{0};
   absl::Mutex mu_;
   std::vector<std::unique_ptr<Subscription>> subscriptions_ ABSL_GUARDED_BY(mu_);

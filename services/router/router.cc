@@ -78,10 +78,11 @@ void RouterCore::HandleRequest(const BusMessage& msg) {
   }
   const std::string reply_to(msg.reply);
   const std::string_view label_consumer = KnownEntityOr(subject->consumer);
+  bool authenticated = false;
   auto refuse = [&](const absl::Status& why, const std::string& in_reply_to,
                     std::string_view label_provider) {
     Refuse(msg, reply_to, in_reply_to, subject->consumer, subject->provider, subject->service,
-           label_consumer, label_provider, why);
+           label_consumer, label_provider, authenticated ? subject->service : kUnknown, why);
   };
 
   if (msg.data.size() > options_.max_envelope_bytes) {
@@ -139,6 +140,7 @@ void RouterCore::HandleRequest(const BusMessage& msg) {
     refuse(s, id, label_provider);
     return;
   }
+  authenticated = true;
   if (root_cache_.hits() != hits_before) {
     metrics_->root_cache_hits().Increment();
   } else {
@@ -248,11 +250,9 @@ void RouterCore::Refuse(const BusMessage& msg, const std::string& reply_to,
                         const std::string& in_reply_to, std::string_view consumer,
                         std::string_view provider, std::string_view service,
                         std::string_view label_consumer, std::string_view label_provider,
-                        const absl::Status& why) {
+                        std::string_view label_service, const absl::Status& why) {
   const v1::Code code = ChasquiCode(why);
-  // The service label is only trusted once the provider is a known entity.
-  metrics_->CountRequest(label_consumer, label_provider,
-                         label_provider == kUnknown ? kUnknown : service, code);
+  metrics_->CountRequest(label_consumer, label_provider, label_service, code);
   LogRefusal(fmt::format("{} on {}: {}", CodeName(code), msg.subject, MessageOf(why)));
   SendError(reply_to, in_reply_to, consumer, provider, service, code, MessageOf(why));
 }
@@ -332,8 +332,12 @@ void Router::HoldThenSubscribe(int64_t hold_ms) {
   serving_ = true;
   metrics_->ready().Set(1);
   CHQ_LOG_INFO("router {} ready: serving chq.{}.req.>", options_.router_id, options_.env);
+  int64_t late_seen = 0;
   do {
     metrics_->nats_reconnects().Set(static_cast<double>(bus_->Reconnects()));
+    const int64_t late = mux_->LateReplies();
+    metrics_->late_replies().Increment(static_cast<double>(late - late_seen));
+    late_seen = late;
   } while (!stop_.WaitForNotificationWithTimeout(absl::Seconds(1)));
 }
 

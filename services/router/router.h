@@ -60,7 +60,7 @@ class RouterCore {
   void Refuse(const BusMessage& msg, const std::string& reply_to, const std::string& in_reply_to,
               std::string_view consumer, std::string_view provider, std::string_view service,
               std::string_view label_consumer, std::string_view label_provider,
-              const absl::Status& why);
+              std::string_view label_service, const absl::Status& why);
   void OnProviderAnswer(const std::shared_ptr<Exchange>& ex, MuxOutcome outcome,
                         const BusMessage* reply);
   void SendError(const std::string& reply_to, const std::string& in_reply_to,

@@ -4,6 +4,9 @@
 #include "fmt/format.h"
 
 namespace chasqui {
+namespace {
+constexpr char kOverflowKey[] = "\x01overflow";
+}  // namespace
 
 RouterMetrics::RouterMetrics(prometheus::Registry& registry, std::string env)
     : env_(std::move(env)),
@@ -17,6 +20,10 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, std::string env)
                          "consumer's inbox")
                    .Register(registry)) {
   const prometheus::Labels env_label{{"env", env_}};
+  // Present at 0 from the start, so the first drop shows as an increase.
+  for (const char* reason : {"bad_subject", "reply_subject"}) {
+    dropped_.Add({{"env", env_}, {"reason", reason}});
+  }
   added_latency_ = &prometheus::BuildHistogram()
                         .Name("chasqui_router_added_latency_seconds")
                         .Help("Time spent inside the router per exchange, both directions")
@@ -66,6 +73,19 @@ void RouterMetrics::CountRequest(std::string_view consumer, std::string_view pro
   {
     absl::MutexLock lock(&mu_);
     auto it = request_counters_.find(key);
+    if (it == request_counters_.end() && request_counters_.size() >= kMaxRequestSeries) {
+      // Past the cap, new label sets share one series rather than grow the scrape forever.
+      it = request_counters_.find(kOverflowKey);
+      if (it == request_counters_.end()) {
+        it = request_counters_
+                 .emplace(kOverflowKey, &requests_.Add({{"env", env_},
+                                                        {"consumer", "other"},
+                                                        {"provider", "other"},
+                                                        {"service", "other"},
+                                                        {"code", "other"}}))
+                 .first;
+      }
+    }
     if (it == request_counters_.end()) {
       counter = &requests_.Add({{"env", env_},
                                 {"consumer", std::string(consumer)},

@@ -1,6 +1,7 @@
 #pragma once
-// The router's Prometheus series. Label values are bounded: names only once they are known
-// identities (else "unknown"), codes from the fixed enum, never ids or end users.
+// The router's Prometheus series. Label values are bounded: consumer and provider only once they
+// are known identities (else "unknown"), service only after authentication (else "unknown"),
+// codes from the fixed enum, never ids or end users, and at most kMaxRequestSeries label sets.
 
 #include <array>
 #include <string>
@@ -19,6 +20,11 @@ namespace chasqui {
 
 class RouterMetrics {
  public:
+  // Distinct (consumer, provider, service, code) series before new ones are counted together
+  // under "other": until the catalog bounds service names, an authenticated consumer could
+  // otherwise mint a series per invented service.
+  static constexpr size_t kMaxRequestSeries = 2048;
+
   RouterMetrics(prometheus::Registry& registry, std::string env);
 
   // One request's outcome (OK or the refusal code). Thread-safe; cached per label set.

@@ -29,10 +29,14 @@ std::string ReadAll(const std::string& path) {
   return ss.str();
 }
 
+// Written as a key file is: mode 0600 (LoadIdentity refuses anything wider).
 void WriteAll(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::trunc);
-  out << text;
-  ASSERT_TRUE(out.good()) << path;
+  {
+    std::ofstream out(path, std::ios::trunc);
+    out << text;
+    ASSERT_TRUE(out.good()) << path;
+  }
+  ASSERT_EQ(::chmod(path.c_str(), 0600), 0) << path;
 }
 
 class IdentityTest : public ::testing::Test {
@@ -318,6 +322,15 @@ TEST_F(TrustStoreTest, AnEmptyTrustFileIsAnEmptyStore) {
   ASSERT_TRUE(store.ok()) << store.status();
   EXPECT_EQ(store->size(), 0u);
   EXPECT_EQ(store->Find("router", Role::kRouter), nullptr);
+}
+
+TEST_F(IdentityTest, LoadRefusesAKeyFileOthersCanRead) {
+  ASSERT_EQ(::chmod(key_path_.c_str(), 0644), 0);
+  auto loaded = LoadIdentity(key_path_);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(std::string(loaded.status().message()),
+              AllOf(HasSubstr(key_path_), HasSubstr("mode 644"), HasSubstr("chmod 600")));
 }
 
 }  // namespace
