@@ -324,3 +324,112 @@ TEST(RouterPathTest, ProviderRefusesRequestsNotFromARouter) {
 
 }  // namespace
 }  // namespace chasqui::testing
+
+namespace chasqui::testing {
+namespace {
+
+// Found by review: things a provider or consumer written in the obvious way does.
+TEST(SdkBehaviourTest, AProviderMayCallAnotherServiceSynchronouslyFromItsHandler) {
+  Backbone bb;
+  auto nested = bb.MakeConsumer(bb.segip);  // segip consumes its own persona_consulta
+  ASSERT_TRUE(bb.provider
+                  ->Serve("chain",
+                          [&](const RequestContext& ctx,
+                              std::string_view body) -> absl::StatusOr<std::string> {
+                            CallResult inner = nested->Call(
+                                "segip", "persona_consulta", body,
+                                {.end_user = ctx.end_user, .timeout = absl::Seconds(3)});
+                            if (!inner.status.ok()) return inner.status;
+                            return "chain(" + inner.body + ")";
+                          })
+                  .ok());
+  ASSERT_TRUE(bb.provider_bus->Flush(absl::Seconds(2)).ok());
+  auto consumer = bb.MakeConsumer(bb.sin);
+  CallResult r = consumer->Call("segip", "chain", "x",
+                                {.end_user = "ana.perez", .timeout = absl::Seconds(5)});
+  ASSERT_TRUE(r.status.ok()) << r.status;
+  EXPECT_EQ(r.body, "chain(segip:segip:x)");
+}
+
+TEST(SdkBehaviourTest, ASlowProviderSystemDoesNotHoldEarlierReplies) {
+  Backbone bb({.provider_timeout = absl::Seconds(5)});
+  ASSERT_TRUE(bb.provider
+                  ->Serve("slowish",
+                          [](const RequestContext&,
+                             std::string_view body) -> absl::StatusOr<std::string> {
+                            std::this_thread::sleep_for(std::chrono::milliseconds(400));
+                            return std::string(body);
+                          })
+                  .ok());
+  ASSERT_TRUE(bb.provider_bus->Flush(absl::Seconds(2)).ok());
+  auto consumer = bb.MakeConsumer(bb.sin);
+  // Warm the provider's notion of how long its system takes.
+  ASSERT_TRUE(consumer->Call("segip", "slowish", "w", {.end_user = "ana.perez"}).status.ok());
+  absl::Mutex mu;
+  std::vector<int64_t> latencies_ms;
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 3; ++i) {
+    consumer->CallAsync("segip", "slowish", "x", {.end_user = "ana.perez"}, [&](CallResult r) {
+      EXPECT_TRUE(r.status.ok()) << r.status;
+      absl::MutexLock lock(&mu);
+      latencies_ms.push_back(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::steady_clock::now() - start)
+                                 .count());
+    });
+  }
+  ASSERT_TRUE(WaitFor([&] {
+    absl::MutexLock lock(&mu);
+    return latencies_ms.size() == 3;
+  }));
+  absl::MutexLock lock(&mu);
+  // The first answer leaves when its own 400 ms are done, not after the next request's 400 ms.
+  EXPECT_LT(latencies_ms.front(), 700) << "the first reply waited for a later request";
+}
+
+TEST(SdkBehaviourTest, RetryingFromACallbackDuringShutdownIsRefusedNotACrash) {
+  Backbone bb;
+  auto consumer = bb.MakeConsumer(bb.sin);
+  std::atomic<int> retried_unavailable{0};
+  Consumer* raw = consumer.get();
+  raw->CallAsync("segip", "slow", "x", {.end_user = "ana.perez", .timeout = absl::Seconds(10)},
+                 [&, raw](CallResult first) {
+                   // The obvious reaction to UNAVAILABLE: try again.
+                   raw->CallAsync("segip", "slow", "x", {.end_user = "ana.perez"},
+                                  [&](CallResult again) {
+                                    if (ChasquiCode(again.status) == v1::UNAVAILABLE) {
+                                      ++retried_unavailable;
+                                    }
+                                  });
+                 });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the call is in flight
+  consumer.reset();
+  EXPECT_EQ(retried_unavailable.load(), 1);
+}
+
+TEST(SdkBehaviourTest, TheProviderSystemsErrorWordsTravelSealed) {
+  Backbone bb;
+  ASSERT_TRUE(bb.provider
+                  ->Serve("fails",
+                          [](const RequestContext&,
+                             std::string_view) -> absl::StatusOr<std::string> {
+                            return absl::NotFoundError("no hay persona con CI 4567890");
+                          })
+                  .ok());
+  ASSERT_TRUE(bb.provider_bus->Flush(absl::Seconds(2)).ok());
+  auto consumer = bb.MakeConsumer(bb.sin);
+  CallResult r = consumer->Call("segip", "fails", "x", {.end_user = "ana.perez"});
+  EXPECT_EQ(CodeName(ChasquiCode(r.status)), CodeName(v1::PROVIDER_ERROR));
+  EXPECT_EQ(MessageOf(r.status), "no hay persona con CI 4567890");
+  // What the router (and later the audit trace) sees: the code, not the words.
+  RawClient raw(bb, "sin");
+  RequestForge forge(bb.sin, bb.segip.pub);
+  auto answer = raw.Send(ReqSubject("sin", "fails"), forge.Seal(forge.Header("fails"), "x"));
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->kind(), v1::KIND_ERROR);
+  EXPECT_TRUE(answer->sealed());
+  EXPECT_EQ(answer->error().message().find("4567890"), std::string::npos)
+      << answer->error().message();
+}
+
+}  // namespace
+}  // namespace chasqui::testing
