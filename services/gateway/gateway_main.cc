@@ -1,0 +1,185 @@
+// chasqui-gateway: flags, dependencies, run. The logic lives in chasqui_http_gateway.
+
+#include <sodium.h>
+
+#include <csignal>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "common/bus/bus.h"
+#include "common/core/files.h"
+#include "common/core/log.h"
+#include "common/core/names.h"
+#include "common/core/status.h"
+#include "common/envelope/identity.h"
+#include "common/ops/ops_server.h"
+#include "fmt/format.h"
+#include "nats/nats.h"
+#include "services/gateway/http_gateway.h"
+
+namespace {
+
+int Fail(const absl::Status& status) {
+  CHQ_LOG_ERROR("gateway stopped: {}", chasqui::MessageOf(status));
+  return 2;
+}
+
+// The key file's content without surrounding whitespace. Never logged.
+absl::StatusOr<std::string> ReadApiKey(const std::string& path) {
+  auto content = chasqui::ReadFileToString(path, "API key file");
+  if (!content.ok()) return content.status();
+  std::string key = *std::move(content);
+  const auto first = key.find_first_not_of(" \t\r\n");
+  const auto last = key.find_last_not_of(" \t\r\n");
+  std::string trimmed = first == std::string::npos ? "" : key.substr(first, last - first + 1);
+  sodium_memzero(key.data(), key.size());
+  if (trimmed.empty()) {
+    return absl::InvalidArgumentError(fmt::format(
+        "API key file {}: is empty; expected the key on one line (e.g. from `openssl rand -hex "
+        "32`)",
+        path));
+  }
+  for (unsigned char c : trimmed) {
+    if (c < 0x21 || c == 0x7f) {
+      sodium_memzero(trimmed.data(), trimmed.size());
+      return absl::InvalidArgumentError(fmt::format(
+          "API key file {}: the key contains spaces or control characters; expected one token",
+          path));
+    }
+  }
+  return trimmed;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  chasqui::InitLogging("gateway");
+  chasqui::HttpGatewayOptions options;
+  chasqui::BusOptions bus_options;
+  chasqui::OpsOptions ops_options;
+  std::string env;
+  std::string key_file;
+  std::string trust_file;
+  std::string listen = "127.0.0.1:8080";
+  std::string api_key_file;
+  int64_t call_timeout_ms = 10'000;
+  int64_t upstream_timeout_ms = 5'000;
+  std::vector<std::string> serve_specs;
+  bus_options.url = "nats://127.0.0.1:4222";
+
+  CLI::App app{"Chasqui entity gateway: bridges the entity's HTTP systems to Chasqui"};
+  app.add_option("--env", env, "environment: test or prod")->required();
+  app.add_option("--nats", bus_options.url, "NATS server URL");
+  app.add_option("--key", key_file, "the entity's key file (from `chasqui keygen`)")->required();
+  app.add_option("--trust", trust_file, "trust file listing the keys this gateway accepts")
+      ->required();
+  app.add_option("--listen", listen,
+                 "HOST:PORT for the entity's systems (POST /v1/{provider}/{service}); port 0 "
+                 "picks one and logs it")
+      ->capture_default_str();
+  app.add_option("--api-key-file", api_key_file,
+                 "require `Authorization: Bearer <key>`; the file holds the key");
+  app.add_option("--max-body-bytes", options.max_body_bytes,
+                 "largest request body (413 above it) and largest upstream answer")
+      ->capture_default_str();
+  app.add_option("--call-timeout-ms", call_timeout_ms,
+                 "how long a consumer call waits for the platform's answer")
+      ->capture_default_str();
+  app.add_option("--upstream-timeout-ms", upstream_timeout_ms,
+                 "how long the provider side waits for the entity's system; keep it below the "
+                 "router's --provider-timeout-ms")
+      ->capture_default_str();
+  app.add_option("--serve", serve_specs,
+                 "SERVICE=URL: serve SERVICE by POSTing to the entity system at URL (repeatable)");
+  app.add_option("--http-threads", options.http_threads,
+                 "HTTP worker threads (each consumer call holds one while it waits)")
+      ->capture_default_str();
+  app.add_option("--ops-host", ops_options.host, "address for /metrics, /healthz, /readyz")
+      ->capture_default_str();
+  app.add_option("--ops-port", ops_options.port, "port for /metrics etc. (0 = pick one)")
+      ->capture_default_str();
+  app.add_flag("--send-asap", bus_options.send_asap,
+               "flush every publish at once (lower latency, lower pipelined throughput)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    return Fail(absl::InvalidArgumentError(fmt::format("{} (see --help)", e.what())));
+  }
+
+  chasqui::DisableCoreDumps();  // a core would hold the entity's private keys
+  std::signal(SIGPIPE, SIG_IGN);
+  if (!chasqui::IsValidEnv(env)) {
+    return Fail(absl::InvalidArgumentError(
+        fmt::format("--env \"{}\": expected test or prod", chasqui::Printable(env))));
+  }
+  auto address = chasqui::ParseListenAddress(listen);
+  if (!address.ok()) return Fail(address.status());
+  options.host = address->first;
+  options.port = address->second;
+  options.call_timeout = absl::Milliseconds(call_timeout_ms);
+  options.upstream_timeout = absl::Milliseconds(upstream_timeout_ms);
+  for (const std::string& spec : serve_specs) {
+    auto served = chasqui::ParseServeSpec(spec);
+    if (!served.ok()) return Fail(served.status());
+    options.serve.push_back(*std::move(served));
+  }
+  if (auto s = chasqui::ValidateGatewayOptions(options); !s.ok()) return Fail(s);
+  if (!api_key_file.empty()) {
+    auto key = ReadApiKey(api_key_file);
+    if (!key.ok()) return Fail(key.status());
+    options.api_key = *std::move(key);
+  }
+
+  auto identity = chasqui::LoadIdentity(key_file);
+  if (!identity.ok()) return Fail(identity.status());
+  if (identity->pub.role != chasqui::Role::kEntity || identity->pub.env != env) {
+    return Fail(absl::InvalidArgumentError(fmt::format(
+        "key file {}: holds a {} key for {}; expected an entity key for {} (make one with "
+        "`chasqui keygen --entity <id> --env {}`)",
+        key_file, chasqui::RoleName(identity->pub.role), identity->pub.env, env, env)));
+  }
+  auto trust = chasqui::TrustStore::Load(trust_file, env);
+  if (!trust.ok()) return Fail(trust.status());
+  const std::string entity = identity->pub.entity;
+  bus_options.name = fmt::format("chasqui-gateway-{}", entity);
+  CHQ_LOG_INFO(
+      "config: entity={} env={} nats={} key={} (serial {}) trust={} ({} keys for {}) listen={} "
+      "api key={} max body={} B call timeout={} ms upstream timeout={} ms serve={}",
+      entity, env, bus_options.url, key_file, identity->pub.serial, trust_file, trust->size(), env,
+      listen, api_key_file.empty() ? "none" : "from " + api_key_file, options.max_body_bytes,
+      call_timeout_ms, upstream_timeout_ms, options.serve.size());
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // threads started below inherit the mask
+
+  auto bus = chasqui::Bus::Connect(bus_options);
+  if (!bus.ok()) return Fail(bus.status());
+  auto registry = std::make_shared<prometheus::Registry>();
+  auto gateway = chasqui::HttpGateway::Start(options, bus->get(), *std::move(identity),
+                                             *std::move(trust), registry);
+  if (!options.api_key.empty()) sodium_memzero(options.api_key.data(), options.api_key.size());
+  if (!gateway.ok()) return Fail(gateway.status());
+  chasqui::HttpGateway* g = gateway->get();
+  auto ops = chasqui::OpsServer::Start(ops_options, registry, [g] { return g->Ready(); });
+  if (!ops.ok()) return Fail(ops.status());
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  CHQ_LOG_INFO("signal {}: draining", sig);
+  (*gateway)->Stop();
+  gateway->reset();
+  if (auto s = (*bus)->Drain(absl::Seconds(5)); !s.ok()) {
+    CHQ_LOG_WARN("drain: {}", chasqui::MessageOf(s));
+  }
+  bus->reset();
+  ops->reset();
+  nats_Close();
+  CHQ_LOG_INFO("gateway stopped");
+  return 0;
+}

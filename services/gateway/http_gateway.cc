@@ -1,0 +1,513 @@
+#include "services/gateway/http_gateway.h"
+
+#include <httplib.h>
+#include <sodium.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <regex>
+#include <thread>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
+#include "common/core/log.h"
+#include "common/core/names.h"
+#include "common/core/status.h"
+#include "common/crypto/sodium.h"
+#include "common/envelope/envelope.h"
+#include "common/envelope/errors.h"
+#include "fmt/format.h"
+#include "services/gateway/gateway_metrics.h"
+#include "services/gateway/http_problem.h"
+#include "services/gateway/sdk.h"
+
+namespace chasqui {
+namespace {
+
+constexpr char kJsonContentType[] = "application/json";
+constexpr char kConsumePattern[] = R"(/v1/([^/]+)/([^/]+))";
+constexpr char kUnknown[] = "unknown";
+// Bounds how long Stop waits for a worker parked on an idle keep-alive connection.
+constexpr time_t kKeepAliveTimeoutSeconds = 1;
+constexpr auto kStartTimeout = std::chrono::seconds(5);
+constexpr int kMaxRefusalLinesPerSecond = 20;
+// Services learned as real (they answered OK once), so labels stay bounded.
+constexpr size_t kMaxKnownServices = 1024;
+
+// httplib 0.11's default socket options set SO_REUSEPORT, which lets a second server bind a
+// port that is already listening. Keep only SO_REUSEADDR (see common/ops/ops_server.cc).
+void ExclusiveSocketOptions(int sock) {
+  int yes = 1;
+  ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+}
+
+std::string HostPort(const std::string& host, int port) {
+  if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}", host, port);
+  return fmt::format("{}:{}", host, port);
+}
+
+absl::StatusOr<Identity> CopyIdentity(const Identity& id) {
+  CHASQUI_ASSIGN_OR_RETURN(auto sign, SigningKey::FromSecret(AsView(id.sign.secret().data(), 64)));
+  CHASQUI_ASSIGN_OR_RETURN(auto kx, KxKey::FromSecret(AsView(id.kx.secret().data(), 32)));
+  return Identity{id.pub, std::move(sign), std::move(kx)};
+}
+
+// The gateway's own id for a refusal that never became an exchange (same shape as a trace id,
+// and written in the refusal's log line).
+std::string LocalRequestId() { return ToHex(NewEnvelopeId()); }
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+absl::Status CheckHeaderText(std::string_view header, std::string_view value, size_t max) {
+  if (value.size() > max) {
+    return ChasquiError(v1::BAD_REQUEST, fmt::format("header {} is {} bytes; at most {} allowed",
+                                                     header, value.size(), max));
+  }
+  for (unsigned char c : value) {
+    if (c < 0x20 || c == 0x7f) {
+      return ChasquiError(v1::BAD_REQUEST,
+                          fmt::format("header {} contains control characters", header));
+    }
+  }
+  return absl::OkStatus();
+}
+
+class HttpGatewayImpl final : public HttpGateway {
+ public:
+  HttpGatewayImpl(const HttpGatewayOptions& options, Bus* bus, TrustStore trust,
+                  std::shared_ptr<prometheus::Registry> registry)
+      : options_(options),
+        bus_(bus),
+        trust_(std::move(trust)),
+        registry_(registry != nullptr ? std::move(registry)
+                                      : std::make_shared<prometheus::Registry>()),
+        metrics_(*registry_, trust_.env()) {
+    // The hash Init keeps is all that stays of the key.
+    sodium_memzero(options_.api_key.data(), options_.api_key.size());
+    options_.api_key.clear();
+  }
+
+  ~HttpGatewayImpl() override { Stop(); }
+
+  absl::Status Init(const std::string& api_key, Identity identity) {
+    entity_ = identity.pub.entity;
+    require_key_ = !api_key.empty();
+    if (require_key_) key_hash_ = Blake2b256(api_key);
+
+    CHASQUI_ASSIGN_OR_RETURN(Identity consumer_identity, CopyIdentity(identity));
+    CHASQUI_ASSIGN_OR_RETURN(consumer_,
+                             Consumer::Create(bus_, std::move(consumer_identity), trust_));
+    if (!options_.serve.empty()) {
+      CHASQUI_ASSIGN_OR_RETURN(provider_, Provider::Create(bus_, std::move(identity), trust_));
+      UpstreamOptions upstream_options;
+      upstream_options.timeout = options_.upstream_timeout;
+      upstream_options.max_answer_bytes = options_.max_body_bytes;
+      for (const ServedService& s : options_.serve) {
+        upstreams_.push_back(std::make_unique<UpstreamClient>(s.url, upstream_options));
+        UpstreamClient* upstream = upstreams_.back().get();
+        CHASQUI_RETURN_IF_ERROR(provider_->Serve(
+            s.service, [this, upstream](const RequestContext& ctx, std::string_view body) {
+              return Provide(*upstream, ctx, body);
+            }));
+        CHQ_LOG_INFO("serving {} from upstream {} (timeout {} ms)", s.service,
+                     s.url.ToString(), absl::ToInt64Milliseconds(options_.upstream_timeout));
+      }
+      // The subscriptions are on the server before Start returns.
+      CHASQUI_RETURN_IF_ERROR(bus_->Flush(absl::Seconds(5)));
+    }
+    return Listen();
+  }
+
+  int port() const override { return port_; }
+
+  absl::Status Ready() const override {
+    if (stopped_.load()) return absl::UnavailableError("the gateway is stopping");
+    if (!bus_->Connected()) return absl::UnavailableError("the NATS connection is down");
+    if (!server_.is_running()) return absl::UnavailableError("the HTTP listener is not running");
+    return absl::OkStatus();
+  }
+
+  void Stop() override {
+    absl::MutexLock lock(&stop_mu_);
+    if (stopped_.exchange(true)) return;
+    if (thread_.joinable()) {
+      // stop() is ignored until the accept loop runs; Listen waits for it, this covers its
+      // failure paths.
+      while (!server_.is_running() && !exited_.load()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      server_.stop();
+      thread_.join();  // the worker pool finishes the calls in flight first
+    }
+    provider_.reset();  // unsubscribes after the handler in flight returns
+    consumer_.reset();
+    if (port_ != 0) CHQ_LOG_INFO("gateway {} stopped", entity_);
+  }
+
+ private:
+  absl::Status Listen() {
+    const int threads = options_.http_threads;
+    server_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+    server_.set_socket_options(ExclusiveSocketOptions);
+    server_.set_keep_alive_timeout(kKeepAliveTimeoutSeconds);
+    // httplib writes a response's head and body separately: without this, Nagle holds the body
+    // for the client's delayed ACK (~40 ms per call on a keep-alive connection, measured).
+    server_.set_tcp_nodelay(true);
+    server_.set_payload_max_length(options_.max_body_bytes);
+    server_.Post(kConsumePattern, [this](const httplib::Request& req, httplib::Response& res) {
+      HandleConsume(req, res);
+    });
+    auto other = [this](const httplib::Request& req, httplib::Response& res) {
+      HandleOther(req, res);
+    };
+    server_.Get(".*", other);  // and HEAD
+    server_.Post(".*", other);
+    server_.Put(".*", other);
+    server_.Patch(".*", other);
+    server_.Delete(".*", other);
+    server_.Options(".*", other);
+    server_.set_error_handler(httplib::Server::HandlerWithResponse(
+        [this](const httplib::Request& req, httplib::Response& res) {
+          return HandleHttpError(req, res);
+        }));
+    server_.set_exception_handler(
+        [this](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+          std::string what = "unknown exception";
+          try {
+            if (ep) std::rethrow_exception(ep);
+          } catch (const std::exception& e) {
+            what = e.what();
+          } catch (...) {
+          }
+          Refuse(req, res, ProblemFor(v1::UNAVAILABLE, "the gateway failed to handle the request",
+                                      LocalRequestId()),
+                 kUnknown, kUnknown, std::chrono::steady_clock::now(), what);
+        });
+
+    const std::string address = HostPort(options_.host, options_.port);
+    errno = 0;
+    int port = -1;
+    if (options_.port == 0) {
+      port = server_.bind_to_any_port(options_.host);
+    } else if (server_.bind_to_port(options_.host, options_.port)) {
+      port = options_.port;
+    }
+    if (port <= 0) {
+      const int err = errno;
+      return absl::UnavailableError(fmt::format("gateway: cannot listen on {}: {}", address,
+                                                err != 0 ? std::strerror(err) : "bind failed"));
+    }
+    port_ = port;
+    thread_ = std::thread([this] {
+      if (!server_.listen_after_bind()) {
+        CHQ_LOG_ERROR("gateway HTTP listener on port {} stopped accepting connections", port_);
+      }
+      exited_.store(true);
+    });
+    const auto deadline = std::chrono::steady_clock::now() + kStartTimeout;
+    while (!server_.is_running()) {
+      if (exited_.load() || std::chrono::steady_clock::now() > deadline) {
+        return absl::UnavailableError(
+            fmt::format("gateway: HTTP listener on {} did not start", HostPort(options_.host, port_)));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    CHQ_LOG_INFO(
+        "gateway {} env={} listening on http://{} (POST /v1/{{provider}}/{{service}}); api key "
+        "{}; max body {} bytes; call timeout {} ms; serving {} service(s)",
+        entity_, trust_.env(), HostPort(options_.host, port_),
+        require_key_ ? "required" : "not required", options_.max_body_bytes,
+        absl::ToInt64Milliseconds(options_.call_timeout), options_.serve.size());
+    return absl::OkStatus();
+  }
+
+  // Writes the 401 and returns false unless the request carries the API key (or none is
+  // required). Hashing both sides makes the comparison constant-time whatever the lengths.
+  bool Authorized(const httplib::Request& req, httplib::Response& res, std::string_view provider,
+                  std::string_view service, std::chrono::steady_clock::time_point start) {
+    if (!require_key_) return true;
+    const std::string header = req.get_header_value("Authorization");
+    std::string_view reason;
+    if (header.size() <= 7 || (header.compare(0, 7, "Bearer ") != 0 &&
+                               header.compare(0, 7, "bearer ") != 0)) {
+      reason = "missing Authorization: Bearer <api key>";
+    } else {
+      const Hash32 presented = Blake2b256(std::string_view(header).substr(7));
+      if (sodium_memcmp(presented.data(), key_hash_.data(), presented.size()) == 0) return true;
+      reason = "wrong API key";
+    }
+    res.set_header("WWW-Authenticate", "Bearer");
+    Refuse(req, res,
+           ProblemFor(v1::UNAUTHENTICATED,
+                      fmt::format("{}: this gateway serves only its entity's own systems", reason),
+                      LocalRequestId()),
+           provider, service, start, reason);
+    return false;
+  }
+
+  void HandleConsume(const httplib::Request& req, httplib::Response& res) {
+    const auto start = std::chrono::steady_clock::now();
+    const std::string provider = req.matches[1].str();
+    const std::string service = req.matches[2].str();
+    if (!Authorized(req, res, provider, service, start)) return;
+
+    const std::string end_user = req.get_header_value(kHeaderEndUser);
+    const std::string purpose = req.get_header_value(kHeaderPurpose);
+    const std::string consent_ref = req.get_header_value(kHeaderConsentRef);
+    absl::Status bad;
+    if (end_user.empty()) {
+      bad = ChasquiError(v1::BAD_REQUEST,
+                         fmt::format("header {} is mandatory: name the official on whose behalf "
+                                     "the query runs",
+                                     kHeaderEndUser));
+    } else if (auto s = CheckHeaderText(kHeaderEndUser, end_user, kMaxEndUserBytes); !s.ok()) {
+      bad = s;
+    } else if (auto s = CheckHeaderText(kHeaderPurpose, purpose, kMaxTextFieldBytes); !s.ok()) {
+      bad = s;
+    } else if (auto s = CheckHeaderText(kHeaderConsentRef, consent_ref, kMaxTextFieldBytes);
+               !s.ok()) {
+      bad = s;
+    }
+    if (!bad.ok()) {
+      Refuse(req, res, ProblemFor(v1::BAD_REQUEST, MessageOf(bad), LocalRequestId()), provider,
+             service, start, MessageOf(bad));
+      return;
+    }
+
+    CallOptions call;
+    call.end_user = end_user;
+    call.purpose = purpose;
+    call.consent_ref = consent_ref;
+    call.timeout = options_.call_timeout;
+    CallResult r = consumer_->Call(provider, service, req.body, call);
+    if (!r.status.ok()) {
+      Refuse(req, res,
+             ProblemFor(ChasquiCode(r.status), MessageOf(r.status), r.request_id, r.retry_after_ms),
+             provider, service, start, MessageOf(r.status), "call failed");
+      return;
+    }
+    res.status = 200;
+    res.set_header(kHeaderRequestId, r.request_id);
+    res.set_content(std::move(r.body), kJsonContentType);
+    Count(Direction::kConsume, provider, service, v1::OK, start);
+  }
+
+  // Every path and method but POST /v1/{provider}/{service}.
+  void HandleOther(const httplib::Request& req, httplib::Response& res) {
+    const auto start = std::chrono::steady_clock::now();
+    if (!Authorized(req, res, kUnknown, kUnknown, start)) return;
+    static const std::regex kConsume(kConsumePattern);
+    if (std::regex_match(req.path, kConsume)) {
+      res.set_header("Allow", "POST");
+      HttpProblem p = ProblemFor(v1::BAD_REQUEST,
+                                 fmt::format("{} is not allowed here; use POST", Printable(req.method, 16)),
+                                 LocalRequestId());
+      p.status = 405;
+      p.kind = "method-not-allowed";
+      Refuse(req, res, p, kUnknown, kUnknown, start, p.detail);
+      return;
+    }
+    const std::string detail = fmt::format(
+        "no endpoint {}; this gateway serves POST /v1/{{provider}}/{{service}}",
+        Printable(req.path, 120));
+    Refuse(req, res, ProblemFor(v1::NOT_FOUND, detail, LocalRequestId()), kUnknown, kUnknown, start,
+           detail);
+  }
+
+  // Errors httplib answers by itself: 413 over --max-body-bytes, 400 unparseable requests.
+  httplib::Server::HandlerResponse HandleHttpError(const httplib::Request& req,
+                                                   httplib::Response& res) {
+    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;  // ours
+    HttpProblem p;
+    p.status = res.status;
+    p.request_id = LocalRequestId();
+    if (res.status == 413) {
+      p.code = v1::BAD_REQUEST;
+      p.kind = "body-too-large";
+      p.detail = fmt::format("the request body exceeds {} bytes (the gateway's --max-body-bytes)",
+                             options_.max_body_bytes);
+    } else if (res.status == 404) {
+      p.code = v1::NOT_FOUND;
+      p.detail = "no such endpoint";
+    } else if (res.status < 500) {
+      p.code = v1::BAD_REQUEST;
+      p.detail = fmt::format("the HTTP request cannot be handled (HTTP {})", res.status);
+    } else {
+      p.code = v1::UNAVAILABLE;
+      p.detail = fmt::format("the gateway failed to handle the request (HTTP {})", res.status);
+    }
+    Refuse(req, res, p, kUnknown, kUnknown, std::chrono::steady_clock::now(), p.detail);
+    return httplib::Server::HandlerResponse::Handled;
+  }
+
+  // Answers with the problem, counts it and logs one line (rate-limited). `what` is "refused"
+  // for the gateway's own refusals, "call failed" for an exchange's error outcome.
+  void Refuse(const httplib::Request& req, httplib::Response& res, const HttpProblem& problem,
+              std::string_view provider, std::string_view service,
+              std::chrono::steady_clock::time_point start, std::string_view reason,
+              std::string_view what = "refused") {
+    res.status = problem.status;
+    for (const auto& [name, value] : ProblemHeaders(problem)) res.set_header(name, value);
+    res.set_content(ProblemJson(problem), kProblemContentType);
+    Count(Direction::kConsume, provider, service, problem.code, start);
+    if (LogAllowed()) {
+      CHQ_LOG_WARN("{} {} {} from {}: HTTP {} {} request {}: {}", what, Printable(req.method, 16),
+                   Printable(req.path, 120), req.remote_addr, problem.status,
+                   CodeName(problem.code), problem.request_id, Printable(reason, 300));
+    }
+  }
+
+  absl::StatusOr<std::string> Provide(UpstreamClient& upstream, const RequestContext& ctx,
+                                      std::string_view body) {
+    const auto start = std::chrono::steady_clock::now();
+    absl::StatusOr<std::string> answer = upstream.Call(ctx, body);
+    const v1::Code code = answer.ok() ? v1::OK : ChasquiCode(answer.status());
+    Count(Direction::kProvide, entity_, ctx.service, code, start);
+    if (!answer.ok() && LogAllowed()) {
+      CHQ_LOG_WARN("provide {} request {} from {}: {}: {} (upstream {})", ctx.service,
+                   ctx.request_id, ctx.consumer, CodeName(code), MessageOf(answer.status()),
+                   upstream.url().ToString());
+    }
+    return answer;
+  }
+
+  void Count(Direction direction, std::string_view provider, std::string_view service,
+             v1::Code code, std::chrono::steady_clock::time_point start) {
+    const bool provider_known =
+        IsValidName(provider) && trust_.Find(provider, Role::kEntity) != nullptr;
+    std::string_view service_label = kUnknown;
+    if (provider_known && IsValidName(service)) {
+      if (direction == Direction::kProvide) {
+        service_label = service;  // configured, so known
+      } else {
+        // A consumer may name any service; only those that answered OK once get their name.
+        const std::string key = fmt::format("{}/{}", provider, service);
+        absl::MutexLock lock(&known_mu_);
+        if (code == v1::OK && known_services_.size() < kMaxKnownServices) {
+          known_services_.insert(key);
+        }
+        if (known_services_.contains(key)) service_label = service;
+      }
+    }
+    metrics_.CountRequest(direction, provider_known ? provider : kUnknown, service_label, code,
+                          SecondsSince(start));
+  }
+
+  bool LogAllowed() {
+    const int64_t second = std::chrono::duration_cast<std::chrono::seconds>(
+                               std::chrono::steady_clock::now().time_since_epoch())
+                               .count();
+    int64_t seen = log_second_.load();
+    if (seen != second && log_second_.compare_exchange_strong(seen, second)) log_lines_.store(0);
+    const int n = ++log_lines_;
+    if (n == kMaxRefusalLinesPerSecond + 1) {
+      CHQ_LOG_WARN("more than {} refusals this second; the rest are counted, not logged",
+                   kMaxRefusalLinesPerSecond);
+    }
+    return n <= kMaxRefusalLinesPerSecond;
+  }
+
+  HttpGatewayOptions options_;
+  Bus* bus_;
+  const TrustStore trust_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  GatewayMetrics metrics_;
+  std::string entity_;
+  bool require_key_ = false;
+  Hash32 key_hash_{};
+  std::unique_ptr<Consumer> consumer_;
+  std::vector<std::unique_ptr<UpstreamClient>> upstreams_;
+  std::unique_ptr<Provider> provider_;
+  httplib::Server server_;
+  std::thread thread_;
+  std::atomic<bool> exited_{false};
+  std::atomic<bool> stopped_{false};
+  absl::Mutex stop_mu_;
+  int port_ = 0;
+  absl::Mutex known_mu_;
+  absl::flat_hash_set<std::string> known_services_ ABSL_GUARDED_BY(known_mu_);
+  std::atomic<int64_t> log_second_{0};
+  std::atomic<int> log_lines_{0};
+};
+
+}  // namespace
+
+absl::Status ValidateGatewayOptions(const HttpGatewayOptions& o) {
+  if (o.host.empty()) return absl::InvalidArgumentError("--listen: expected HOST:PORT");
+  if (o.port < 0 || o.port > 65535) {
+    return absl::InvalidArgumentError(
+        fmt::format("--listen port {}: expected 0 (pick one) to 65535", o.port));
+  }
+  if (o.max_body_bytes < 1 || o.max_body_bytes > kMaxGatewayBodyBytes) {
+    return absl::InvalidArgumentError(
+        fmt::format("--max-body-bytes {}: expected 1 to {} (below NATS's 1 MiB max_payload, with "
+                    "room for the envelope)",
+                    o.max_body_bytes, kMaxGatewayBodyBytes));
+  }
+  if (o.call_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--call-timeout-ms: expected a positive number");
+  }
+  if (o.upstream_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--upstream-timeout-ms: expected a positive number");
+  }
+  if (o.http_threads < 1 || o.http_threads > 1024) {
+    return absl::InvalidArgumentError(
+        fmt::format("--http-threads {}: expected 1 to 1024", o.http_threads));
+  }
+  absl::flat_hash_set<std::string> seen;
+  for (const ServedService& s : o.serve) {
+    if (!IsValidName(s.service)) {
+      return absl::InvalidArgumentError(fmt::format(
+          "--serve \"{}\": the service name must match [a-z0-9][a-z0-9_-]{{0,62}}",
+          Printable(s.service)));
+    }
+    if (!seen.insert(s.service).second) {
+      return absl::InvalidArgumentError(
+          fmt::format("--serve {}: given twice; expected one upstream per service", s.service));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::pair<std::string, int>> ParseListenAddress(std::string_view address) {
+  static const std::regex kAddress(R"(^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$)");
+  std::cmatch m;
+  if (!std::regex_match(address.data(), address.data() + address.size(), m, kAddress)) {
+    return absl::InvalidArgumentError(fmt::format(
+        "--listen \"{}\": expected HOST:PORT, e.g. 127.0.0.1:8080 ([::1]:8080 for IPv6; port 0 "
+        "picks one)",
+        Printable(address)));
+  }
+  std::string host = m[1].str();
+  if (host.front() == '[') host = host.substr(1, host.size() - 2);
+  const int port = std::stoi(m[2].str());
+  if (port > 65535) {
+    return absl::InvalidArgumentError(
+        fmt::format("--listen \"{}\": expected a port from 0 to 65535", Printable(address)));
+  }
+  return std::make_pair(std::move(host), port);
+}
+
+absl::StatusOr<std::unique_ptr<HttpGateway>> HttpGateway::Start(
+    const HttpGatewayOptions& options, Bus* bus, Identity identity, TrustStore trust,
+    std::shared_ptr<prometheus::Registry> registry) {
+  CHASQUI_RETURN_IF_ERROR(ValidateGatewayOptions(options));
+  if (bus == nullptr) return absl::InvalidArgumentError("gateway: no bus");
+  try {
+    auto gateway = std::make_unique<HttpGatewayImpl>(options, bus, std::move(trust),
+                                                     std::move(registry));
+    CHASQUI_RETURN_IF_ERROR(gateway->Init(options.api_key, std::move(identity)));
+    return std::unique_ptr<HttpGateway>(std::move(gateway));
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(fmt::format("gateway: cannot start: {}", e.what()));
+  }
+}
+
+}  // namespace chasqui

@@ -1,0 +1,85 @@
+#pragma once
+// The entity gateway (chasqui-gateway): runs inside an entity's network, holds its private
+// keys, and bridges HTTP+JSON to Chasqui in both directions, on top of the SDK.
+//
+// Consumer side: `POST /v1/{provider}/{service}` with the request body, the end user in
+// `X-Chasqui-End-User` (mandatory), and optionally `X-Chasqui-Purpose` and
+// `X-Chasqui-Consent-Ref`. The SDK's Consumer seals, signs, sends through a router, verifies
+// and opens the answer. 200 with the provider's body and `X-Chasqui-Request-Id`, or the
+// status HttpStatusFor() gives the Chasqui code, with a problem document (http_problem.h).
+// Optional local API key: `Authorization: Bearer <key>`, compared in constant time.
+//
+// Provider side: each served service's requests (already verified and opened by the SDK's
+// Provider) are POSTed to the entity system's URL with the metadata as X-Chasqui-* headers;
+// see UpstreamClient for how its answers map to codes. The SDK runs one handler at a time per
+// service, so a slow upstream delays that service's other requests.
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/bus/bus.h"
+#include "common/envelope/identity.h"
+#include "prometheus/registry.h"
+#include "services/gateway/http_upstream.h"
+
+namespace chasqui {
+
+// Under NATS's 1 MiB max_payload with room for the header, signature and seal.
+inline constexpr size_t kMaxGatewayBodyBytes = 1024 * 1024 - 64 * 1024;
+
+struct HttpGatewayOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;  // 0: pick a free port; port() returns it and Start logs it
+  // Empty: no API key required. Otherwise every HTTP request must carry
+  // `Authorization: Bearer <api_key>`. Only a hash of it is kept after Start.
+  std::string api_key;
+  // Largest request body accepted (413 above it), and largest upstream answer relayed.
+  size_t max_body_bytes = 256 * 1024;
+  // How long a consumer call waits for the platform's answer. Keep it above the router's
+  // provider timeout, so a slow provider shows as TIMEOUT from the router.
+  absl::Duration call_timeout = absl::Seconds(10);
+  // How long the provider side waits for the entity's system. Keep it below the router's
+  // provider timeout (default 5 s).
+  absl::Duration upstream_timeout = absl::Seconds(5);
+  std::vector<ServedService> serve;
+  // HTTP worker threads: each consumer call holds one until its answer comes.
+  int http_threads = 16;
+};
+
+// InvalidArgument naming the option and what was expected.
+absl::Status ValidateGatewayOptions(const HttpGatewayOptions& options);
+
+// Parses "HOST:PORT" ("[::1]:8080" for IPv6). InvalidArgument saying what was expected.
+absl::StatusOr<std::pair<std::string, int>> ParseListenAddress(std::string_view address);
+
+class HttpGateway {
+ public:
+  // Starts the consumer, serves every configured service, then listens. `bus` must outlive
+  // the gateway; `identity` must be an entity key for trust.env(). Metrics go to `registry`
+  // (may be null). InvalidArgument for bad options or keys, Unavailable if the address cannot
+  // be bound.
+  static absl::StatusOr<std::unique_ptr<HttpGateway>> Start(
+      const HttpGatewayOptions& options, Bus* bus, Identity identity, TrustStore trust,
+      std::shared_ptr<prometheus::Registry> registry);
+  // Stops (see Stop).
+  virtual ~HttpGateway() = default;
+
+  // The port the HTTP listener is bound to.
+  virtual int port() const = 0;
+  // OK while the listener runs and the NATS connection is up; else why not (for /readyz).
+  virtual absl::Status Ready() const = 0;
+  // Stops accepting HTTP, waits for calls in flight (at most the call timeout), then stops
+  // serving the provider side (waiting for a handler in flight, at most the upstream
+  // timeout). Idempotent; thread-safe.
+  virtual void Stop() = 0;
+};
+
+}  // namespace chasqui
