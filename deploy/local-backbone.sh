@@ -2,12 +2,16 @@
 # A whole Chasqui backbone on this machine, on loopback, with every file under one directory.
 #
 #   ./deploy/local-backbone.sh demo     install, build, start, and run the demo exchange
-#   ./deploy/local-backbone.sh up       install, build and start (nats-server, router, segip)
+#   ./deploy/local-backbone.sh up       install, build and start: nats-server, the router, segip's
+#                                       registry (deploy/demo_registry.py) behind segip's gateway,
+#                                       and sin's gateway
 #   ./deploy/local-backbone.sh status   readiness of each part
 #   ./deploy/local-backbone.sh down     stop everything, in order
 #
 # Settings (environment): CHASQUI_DATA (default ./data), CHASQUI_NATS_PORT (4222),
-# CHASQUI_ROUTER_OPS_PORT (9101), CHASQUI_ENV (test), CHASQUI_BUILD_DIR (build).
+# CHASQUI_ROUTER_OPS_PORT (9101), CHASQUI_ENV (test), CHASQUI_BUILD_DIR (build),
+# CHASQUI_SIN_GATEWAY_PORT (8080), CHASQUI_SEGIP_GATEWAY_PORT (8090), CHASQUI_REGISTRY_PORT (8081),
+# CHASQUI_SIN_GATEWAY_OPS_PORT (9102), CHASQUI_SEGIP_GATEWAY_OPS_PORT (9103).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -21,7 +25,13 @@ NATS_URL="nats://127.0.0.1:$NATS_PORT"
 # A local backbone runs on one clock: a short freshness window keeps the router's startup
 # hold (window plus skew, its replay protection after a start) at 10 s.
 WINDOW_MS=${CHASQUI_FRESHNESS_WINDOW_MS:-5000}
+SIN_GW_PORT=${CHASQUI_SIN_GATEWAY_PORT:-8080}
+SEGIP_GW_PORT=${CHASQUI_SEGIP_GATEWAY_PORT:-8090}
+REGISTRY_PORT=${CHASQUI_REGISTRY_PORT:-8081}
+SIN_OPS_PORT=${CHASQUI_SIN_GATEWAY_OPS_PORT:-9102}
+SEGIP_OPS_PORT=${CHASQUI_SEGIP_GATEWAY_OPS_PORT:-9103}
 CHASQUI="$BUILD_DIR/services/gateway/chasqui"
+GATEWAY="$BUILD_DIR/services/gateway/chasqui-gateway"
 ROUTER="$BUILD_DIR/services/router/chasqui-router"
 KEYS="$DATA/keys"
 RUN="$DATA/run"
@@ -70,6 +80,10 @@ keys() {
   # mallory has keys the platform never trusted: the demo's refused request.
   [ -f "$KEYS/mallory.$ENV_NAME.key" ] ||
     "$CHASQUI" keygen --entity mallory --env "$ENV_NAME" --out "$KEYS" >/dev/null
+  # sin's systems authenticate to sin's gateway with this key.
+  if [ ! -f "$KEYS/sin-api.key" ]; then
+    (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$KEYS/sin-api.key")
+  fi
   "$CHASQUI" trust --out "$DATA/trust.json" \
     "$KEYS/segip.$ENV_NAME.pub" "$KEYS/sin.$ENV_NAME.pub" "$KEYS/router.$ENV_NAME.pub" >/dev/null
   echo "keys in $KEYS (private keys mode 0600); trust file $DATA/trust.json"
@@ -88,21 +102,31 @@ up() {
   start router "$ROUTER" --env "$ENV_NAME" --nats "$NATS_URL" --key "$KEYS/router.$ENV_NAME.key" \
     --trust "$DATA/trust.json" --id local1 --ops-port "$OPS_PORT" \
     --freshness-window-ms "$WINDOW_MS"
-  start segip "$CHASQUI" serve-demo --nats "$NATS_URL" --key "$KEYS/segip.$ENV_NAME.key" \
-    --trust "$DATA/trust.json"
+  start registry python3 deploy/demo_registry.py --port "$REGISTRY_PORT"
+  start segip "$GATEWAY" --env "$ENV_NAME" --nats "$NATS_URL" --key "$KEYS/segip.$ENV_NAME.key" \
+    --trust "$DATA/trust.json" --listen "127.0.0.1:$SEGIP_GW_PORT" --ops-port "$SEGIP_OPS_PORT" \
+    --serve "persona_consulta=http://127.0.0.1:$REGISTRY_PORT/persona" --upstream-timeout-ms 4000
+  start sin "$GATEWAY" --env "$ENV_NAME" --nats "$NATS_URL" --key "$KEYS/sin.$ENV_NAME.key" \
+    --trust "$DATA/trust.json" --listen "127.0.0.1:$SIN_GW_PORT" --ops-port "$SIN_OPS_PORT" \
+    --api-key-file "$KEYS/sin-api.key"
+  wait_for 20 "segip's gateway" curl -sf "http://127.0.0.1:$SEGIP_OPS_PORT/readyz"
+  wait_for 20 "sin's gateway" curl -sf "http://127.0.0.1:$SIN_OPS_PORT/readyz"
   echo "router is unready for $((2 * WINDOW_MS / 1000)) s after a start (replay protection: it waits out the freshness window)..."
   wait_for 60 "the router's /readyz on port $OPS_PORT" curl -sf "http://127.0.0.1:$OPS_PORT/readyz"
   echo "backbone up: nats $NATS_URL, router metrics http://127.0.0.1:$OPS_PORT/metrics"
+  echo "sin's gateway http://127.0.0.1:$SIN_GW_PORT (API key in $KEYS/sin-api.key), segip's gateway serves persona_consulta from http://127.0.0.1:$REGISTRY_PORT"
 }
 
 down() {
+  stop sin
   stop segip
+  stop registry
   stop router
   stop nats
 }
 
 status() {
-  for p in nats router segip; do
+  for p in nats router registry segip sin; do
     if running "$p"; then echo "$p: running (pid $(cat "$RUN/$p.pid"))"; else echo "$p: stopped"; fi
   done
   echo -n "router /readyz: "
@@ -116,18 +140,36 @@ call() {  # call ENTITY SERVICE BODY [extra args]
     --provider segip --service "$service" --end-user ana.perez --purpose "demo" --body "$body" "$@"
 }
 
+ask() {  # ask SERVICE BODY [curl args]: sin's system asks through sin's gateway
+  local service=$1 body=$2; shift 2
+  local shown="" a
+  for a in "$@"; do
+    case "$a" in -H) ;; Authorization:*) shown+=" -H 'Authorization: Bearer <sin-api.key>'" ;; *) shown+=" -H '$a'" ;; esac
+  done
+  echo "\$ curl -X POST http://127.0.0.1:$SIN_GW_PORT/v1/segip/$service$shown -d '$body'"
+  curl -s -i -X POST "http://127.0.0.1:$SIN_GW_PORT/v1/segip/$service" \
+    -H "Content-Type: application/json" -H "X-Chasqui-Purpose: demo" "$@" -d "$body" |
+    grep -viE '^(date|content-length|connection|keep-alive):' | tr -d '\r'
+  echo
+}
+
 demo() {
   up
-  say "1. sin asks segip's persona_consulta about CI 4567890 (sealed end to end, signed, checked by the router)"
-  call sin persona_consulta '{"ci":"4567890"}'
-  say "2. mallory, whose key the platform never enrolled, tries the same"
+  local key; key=$(cat "$KEYS/sin-api.key")
+  say "1. sin's system asks segip about CI 4567890, over plain HTTP to sin's own gateway"
+  echo "   (sealed for segip and batch-signed by sin's gateway, checked by the router, opened by"
+  echo "    segip's gateway, answered by segip's registry, sealed back)"
+  ask persona_consulta '{"ci":"4567890"}' -H "Authorization: Bearer $key" -H "X-Chasqui-End-User: ana.perez"
+  say "2. the same without naming the official it is for"
+  ask persona_consulta '{"ci":"4567890"}' -H "Authorization: Bearer $key"
+  say "3. a service nobody serves"
+  ask persona_historial '{"ci":"4567890"}' -H "Authorization: Bearer $key" -H "X-Chasqui-End-User: ana.perez"
+  say "4. mallory, whose key the platform never enrolled, calls segip directly over NATS"
   call mallory persona_consulta '{"ci":"4567890"}' || echo "-> refused, as it must be"
-  say "3. sin asks for a service nobody serves"
-  call sin persona_historial '{"ci":"4567890"}' --timeout-ms 3000 || echo "-> refused, as it must be"
   say "what the router counted (chasqui_router_requests_total)"
   curl -s "http://127.0.0.1:$OPS_PORT/metrics" | grep '^chasqui_router_requests_total' || true
   say "the router's log"
-  tail -n 5 "$LOGS/router.log"
+  tail -n 4 "$LOGS/router.log"
   echo
   echo "The backbone keeps running. Stop it with: ./deploy/local-backbone.sh down"
 }
