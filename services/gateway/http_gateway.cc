@@ -22,6 +22,7 @@
 #include "common/envelope/envelope.h"
 #include "common/envelope/errors.h"
 #include "fmt/format.h"
+#include "common/ops/http_listener.h"
 #include "services/gateway/gateway_metrics.h"
 #include "services/gateway/http_problem.h"
 #include "services/gateway/sdk.h"
@@ -32,24 +33,9 @@ namespace {
 constexpr char kJsonContentType[] = "application/json";
 constexpr char kConsumePattern[] = R"(/v1/([^/]+)/([^/]+))";
 constexpr char kUnknown[] = "unknown";
-// Bounds how long Stop waits for a worker parked on an idle keep-alive connection.
-constexpr time_t kKeepAliveTimeoutSeconds = 1;
-constexpr auto kStartTimeout = std::chrono::seconds(5);
 constexpr int kMaxRefusalLinesPerSecond = 20;
 // Services learned as real (they answered OK once), so labels stay bounded.
 constexpr size_t kMaxKnownServices = 1024;
-
-// httplib 0.11's default socket options set SO_REUSEPORT, which lets a second server bind a
-// port that is already listening. Keep only SO_REUSEADDR (see common/ops/ops_server.cc).
-void ExclusiveSocketOptions(int sock) {
-  int yes = 1;
-  ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-}
-
-std::string HostPort(const std::string& host, int port) {
-  if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}", host, port);
-  return fmt::format("{}:{}", host, port);
-}
 
 absl::StatusOr<Identity> CopyIdentity(const Identity& id) {
   CHASQUI_ASSIGN_OR_RETURN(auto sign, SigningKey::FromSecret(AsView(id.sign.secret().data(), 64)));
@@ -125,59 +111,50 @@ class HttpGatewayImpl final : public HttpGateway {
     return Listen();
   }
 
-  int port() const override { return port_; }
+  int port() const override { return listener_ ? listener_->port() : 0; }
 
   absl::Status Ready() const override {
     if (stopped_.load()) return absl::UnavailableError("the gateway is stopping");
     if (!bus_->Connected()) return absl::UnavailableError("the NATS connection is down");
-    if (!server_.is_running()) return absl::UnavailableError("the HTTP listener is not running");
+    if (!listener_ || !listener_->running()) {
+      return absl::UnavailableError("the HTTP listener is not running");
+    }
     return absl::OkStatus();
   }
 
   void Stop() override {
     absl::MutexLock lock(&stop_mu_);
     if (stopped_.exchange(true)) return;
-    if (thread_.joinable()) {
-      // stop() is ignored until the accept loop runs; Listen waits for it, this covers its
-      // failure paths.
-      while (!server_.is_running() && !exited_.load()) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      }
-      server_.stop();
-      thread_.join();  // the worker pool finishes the calls in flight first
-    }
+    if (listener_) listener_->Stop();  // the worker pool finishes the calls in flight first
     provider_.reset();  // unsubscribes after the handler in flight returns
     consumer_.reset();
-    if (port_ != 0) CHQ_LOG_INFO("gateway {} stopped", entity_);
+    if (port() != 0) CHQ_LOG_INFO("gateway {} stopped", entity_);
   }
 
  private:
   absl::Status Listen() {
-    const int threads = options_.http_threads;
-    server_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-    server_.set_socket_options(ExclusiveSocketOptions);
-    server_.set_keep_alive_timeout(kKeepAliveTimeoutSeconds);
-    // httplib writes a response's head and body separately: without this, Nagle holds the body
-    // for the client's delayed ACK (~40 ms per call on a keep-alive connection, measured).
-    server_.set_tcp_nodelay(true);
-    server_.set_payload_max_length(options_.max_body_bytes);
-    server_.Post(kConsumePattern, [this](const httplib::Request& req, httplib::Response& res) {
+    // HttpListener also turns Nagle off: httplib writes head and body separately, which cost
+    // ~40 ms per call on a keep-alive connection (measured).
+    listener_ = std::make_unique<HttpListener>(options_.http_threads);
+    httplib::Server& server = listener_->server();
+    server.set_payload_max_length(options_.max_body_bytes);
+    server.Post(kConsumePattern, [this](const httplib::Request& req, httplib::Response& res) {
       HandleConsume(req, res);
     });
     auto other = [this](const httplib::Request& req, httplib::Response& res) {
       HandleOther(req, res);
     };
-    server_.Get(".*", other);  // and HEAD
-    server_.Post(".*", other);
-    server_.Put(".*", other);
-    server_.Patch(".*", other);
-    server_.Delete(".*", other);
-    server_.Options(".*", other);
-    server_.set_error_handler(httplib::Server::HandlerWithResponse(
+    server.Get(".*", other);  // and HEAD
+    server.Post(".*", other);
+    server.Put(".*", other);
+    server.Patch(".*", other);
+    server.Delete(".*", other);
+    server.Options(".*", other);
+    server.set_error_handler(httplib::Server::HandlerWithResponse(
         [this](const httplib::Request& req, httplib::Response& res) {
           return HandleHttpError(req, res);
         }));
-    server_.set_exception_handler(
+    server.set_exception_handler(
         [this](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
           std::string what = "unknown exception";
           try {
@@ -191,38 +168,11 @@ class HttpGatewayImpl final : public HttpGateway {
                  kUnknown, kUnknown, std::chrono::steady_clock::now(), what);
         });
 
-    const std::string address = HostPort(options_.host, options_.port);
-    errno = 0;
-    int port = -1;
-    if (options_.port == 0) {
-      port = server_.bind_to_any_port(options_.host);
-    } else if (server_.bind_to_port(options_.host, options_.port)) {
-      port = options_.port;
-    }
-    if (port <= 0) {
-      const int err = errno;
-      return absl::UnavailableError(fmt::format("gateway: cannot listen on {}: {}", address,
-                                                err != 0 ? std::strerror(err) : "bind failed"));
-    }
-    port_ = port;
-    thread_ = std::thread([this] {
-      if (!server_.listen_after_bind()) {
-        CHQ_LOG_ERROR("gateway HTTP listener on port {} stopped accepting connections", port_);
-      }
-      exited_.store(true);
-    });
-    const auto deadline = std::chrono::steady_clock::now() + kStartTimeout;
-    while (!server_.is_running()) {
-      if (exited_.load() || std::chrono::steady_clock::now() > deadline) {
-        return absl::UnavailableError(
-            fmt::format("gateway: HTTP listener on {} did not start", HostPort(options_.host, port_)));
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+    CHASQUI_RETURN_IF_ERROR(listener_->Listen(options_.host, options_.port, "gateway"));
     CHQ_LOG_INFO(
         "gateway {} env={} listening on http://{} (POST /v1/{{provider}}/{{service}}); api key "
         "{}; max body {} bytes; call timeout {} ms; serving {} service(s)",
-        entity_, trust_.env(), HostPort(options_.host, port_),
+        entity_, trust_.env(), HostPort(options_.host, listener_->port()),
         require_key_ ? "required" : "not required", options_.max_body_bytes,
         absl::ToInt64Milliseconds(options_.call_timeout), options_.serve.size());
     return absl::OkStatus();
@@ -425,12 +375,9 @@ class HttpGatewayImpl final : public HttpGateway {
   std::unique_ptr<Consumer> consumer_;
   std::vector<std::unique_ptr<UpstreamClient>> upstreams_;
   std::unique_ptr<Provider> provider_;
-  httplib::Server server_;
-  std::thread thread_;
-  std::atomic<bool> exited_{false};
+  std::unique_ptr<HttpListener> listener_;
   std::atomic<bool> stopped_{false};
   absl::Mutex stop_mu_;
-  int port_ = 0;
   absl::Mutex known_mu_;
   absl::flat_hash_set<std::string> known_services_ ABSL_GUARDED_BY(known_mu_);
   std::atomic<int64_t> log_second_{0};
