@@ -14,6 +14,7 @@
 #include "common/bus/bus.h"
 #include "common/bus/request_mux.h"
 #include "common/core/log.h"
+#include "common/core/signals.h"
 #include "common/core/status.h"
 #include "fmt/format.h"
 #include "nats/nats.h"
@@ -45,11 +46,7 @@ int main(int argc, char** argv) {
   const absl::Duration timeout = absl::Milliseconds(timeout_ms);
 
   std::signal(SIGPIPE, SIG_IGN);
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // threads started below inherit the mask
+  chasqui::TerminationSignals signals;  // before any thread starts: they inherit the mask
 
   auto bus = chasqui::Bus::Connect(bus_options);
   if (!bus.ok()) return Fail(bus.status());
@@ -78,8 +75,7 @@ int main(int argc, char** argv) {
   if (auto s = b->Flush(absl::Seconds(5)); !s.ok()) return Fail(s);
   CHQ_LOG_INFO("forwarder ready: raw.req.> -> raw.svc.> send_asap={}", bus_options.send_asap);
 
-  int sig = 0;
-  sigwait(&signals, &sig);
+  const int sig = signals.Wait();
   CHQ_LOG_INFO("signal {}: stopping; {} requests were not answered", sig, unanswered.load());
   (void)(*sub)->Drain(absl::Seconds(2));
   sub->reset();

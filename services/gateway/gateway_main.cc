@@ -11,6 +11,7 @@
 #include "common/bus/bus.h"
 #include "common/core/files.h"
 #include "common/core/log.h"
+#include "common/core/signals.h"
 #include "common/core/names.h"
 #include "common/core/status.h"
 #include "common/envelope/identity.h"
@@ -152,11 +153,7 @@ int main(int argc, char** argv) {
       listen, api_key_file.empty() ? "none" : "from " + api_key_file, options.max_body_bytes,
       call_timeout_ms, upstream_timeout_ms, options.serve.size());
 
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // threads started below inherit the mask
+  chasqui::TerminationSignals signals;  // before any thread starts: they inherit the mask
 
   auto bus = chasqui::Bus::Connect(bus_options);
   if (!bus.ok()) return Fail(bus.status());
@@ -169,8 +166,7 @@ int main(int argc, char** argv) {
   auto ops = chasqui::OpsServer::Start(ops_options, registry, [g] { return g->Ready(); });
   if (!ops.ok()) return Fail(ops.status());
 
-  int sig = 0;
-  sigwait(&signals, &sig);
+  const int sig = signals.Wait();
   CHQ_LOG_INFO("signal {}: draining", sig);
   (*gateway)->Stop();
   gateway->reset();

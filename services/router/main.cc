@@ -8,6 +8,7 @@
 #include "CLI/CLI.hpp"
 #include "common/bus/bus.h"
 #include "common/core/log.h"
+#include "common/core/signals.h"
 #include "common/core/status.h"
 #include "common/ops/ops_server.h"
 #include "fmt/format.h"
@@ -75,11 +76,7 @@ int main(int argc, char** argv) {
                bus_options.url, key_file, identity->pub.serial, trust_file, trust->size(),
                options.env);
 
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // threads started below inherit the mask
+  chasqui::TerminationSignals signals;  // before any thread starts: they inherit the mask
 
   auto bus = chasqui::Bus::Connect(bus_options);
   if (!bus.ok()) return Fail(bus.status());
@@ -91,8 +88,7 @@ int main(int argc, char** argv) {
   auto ops = chasqui::OpsServer::Start(ops_options, registry, [r] { return r->Ready(); });
   if (!ops.ok()) return Fail(ops.status());
 
-  int sig = 0;
-  sigwait(&signals, &sig);
+  const int sig = signals.Wait();
   CHQ_LOG_INFO("signal {}: draining", sig);
   if (auto s = (*router)->Drain(absl::Seconds(5)); !s.ok()) {
     CHQ_LOG_WARN("drain: {}", chasqui::MessageOf(s));
