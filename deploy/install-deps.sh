@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential cmake pkg-config
   protobuf-compiler libprotobuf-dev
   libnats-dev nats-server
-  libsodium-dev
+  libsodium-dev libcrypt-dev
   librocksdb-dev
   prometheus-cpp-dev
   libabsl-dev

@@ -15,6 +15,7 @@
 
 #include "common/core/burst.h"
 #include "common/core/log.h"
+#include "common/core/status.h"
 #include "fmt/format.h"
 
 namespace chasqui {
@@ -473,10 +474,16 @@ absl::StatusOr<std::unique_ptr<Bus>> Bus::Connect(const BusOptions& options) {
         fmt::format("bus connect: pending_msgs_limit must be positive, got {}",
                     options.pending_msgs_limit));
   }
+  if (options.user.empty() && !options.password.empty()) {
+    return absl::InvalidArgumentError(fmt::format(
+        "bus connect name={}: a password without a user (set the NATS user too)", options.name));
+  }
   auto events = std::make_unique<ConnEvents>();
   events->name = options.name;
   events->url = RedactUrls(options.url);
-  const std::string what = fmt::format("bus connect name={} url={}", options.name, events->url);
+  // The user is named in every line about this connection; the password is never written.
+  if (!options.user.empty()) events->name += fmt::format(" user={}", options.user);
+  const std::string what = fmt::format("bus connect name={} url={}", events->name, events->url);
 
   natsOptions* raw_opts = nullptr;
   natsStatus s = natsOptions_Create(&raw_opts);
@@ -485,6 +492,9 @@ absl::StatusOr<std::unique_ptr<Bus>> Bus::Connect(const BusOptions& options) {
 
   s = natsOptions_SetURL(opts.get(), options.url.c_str());
   if (s == NATS_OK && !options.name.empty()) s = natsOptions_SetName(opts.get(), options.name.c_str());
+  if (s == NATS_OK && !options.user.empty()) {
+    s = natsOptions_SetUserInfo(opts.get(), options.user.c_str(), options.password.c_str());
+  }
   if (s == NATS_OK) s = natsOptions_SetSendAsap(opts.get(), options.send_asap);
   if (s == NATS_OK && options.shared_delivery_thread) {
     // One delivery thread for every subscription of the process (nats.c's global pool, sized
@@ -515,7 +525,21 @@ absl::StatusOr<std::unique_ptr<Bus>> Bus::Connect(const BusOptions& options) {
         code != absl::StatusCode::kInvalidArgument) {
       code = absl::StatusCode::kUnavailable;
     }
-    return FromNats(s, what, code, "; is nats-server running and reachable at that url?");
+    std::string_view hint = "; is nats-server running and reachable at that url?";
+    if (code == absl::StatusCode::kUnauthenticated) {
+      hint = options.user.empty()
+                 ? "; nats-server wants a user and password (BusOptions.user/password)"
+                 : "; nats-server refused this user and password: check both, and that the user "
+                   "is in its configuration";
+    }
+    absl::Status failed = FromNats(s, what, code, hint);
+    // nats.c's own text never quotes the password; make sure of it.
+    if (!options.password.empty() &&
+        MessageOf(failed).find(options.password) != std::string_view::npos) {
+      failed = absl::Status(failed.code(), fmt::format("{} (detail withheld: it quoted the "
+                                                       "password)", what));
+    }
+    return failed;
   }
   NatsConnectionPtr nc(raw_nc);
   CHQ_LOG_INFO("bus connected name={} url={} send_asap={}", events->name, events->url,

@@ -21,6 +21,11 @@ namespace chasqui {
 struct BusOptions {
   std::string url = "nats://127.0.0.1:4222";
   std::string name;  // connection name, shown by nats-server and in our logs
+  // Credentials of a nats-server user (`chasqui nats-config` makes one per entity and env, and
+  // one per env's routers). Empty user: none sent. The user is logged; the password never is,
+  // nor does it appear in any error. A refused login is Unauthenticated naming user and url.
+  std::string user;
+  std::string password;
   // nats.c holds plain publishes up to ~1 ms to batch them. true = lower latency per message,
   // false = higher pipelined throughput. Choose per connection on purpose.
   bool send_asap = false;
@@ -64,7 +69,9 @@ class Subscription {
 class Bus : public Publisher {
  public:
   // Connects, with reconnect/disconnect/closed/error handlers that each log one line.
-  // Unavailable (naming the url and nats.c's reason) if the server cannot be reached.
+  // Unavailable (naming the url and nats.c's reason) if the server cannot be reached;
+  // Unauthenticated (naming the user and url) if it refuses the credentials; InvalidArgument
+  // for a password without a user.
   static absl::StatusOr<std::unique_ptr<Bus>> Connect(const BusOptions& options);
   ~Bus() override = default;
 

@@ -4,10 +4,16 @@
 //   chasqui call    --key K --trust T --provider segip --service persona_consulta
 //                   --end-user ana.perez --body '{"ci":"4567890"}'
 //   chasqui serve-demo --key K --trust T      (a demo provider of persona_consulta)
+//   chasqui nats-config --trust T --env test [--env prod] --out nats.conf --secrets-dir DIR
+//                   [--listen 127.0.0.1:4222] [--force]   (the operator's nats-server users)
 
+#include <fcntl.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -17,6 +23,8 @@
 
 #include "CLI/CLI.hpp"
 #include "common/bus/bus.h"
+#include "common/bus/nats_config.h"
+#include "common/core/files.h"
 #include "common/core/log.h"
 #include "common/core/names.h"
 #include "common/core/status.h"
@@ -181,6 +189,138 @@ int ServeDemo(const std::string& nats, const std::string& key, const std::string
   return 0;
 }
 
+// Writes `content` to `path` with mode 0600, never following a symlink; refuses an existing
+// file (AlreadyExists) unless `force`, which replaces it.
+absl::Status WritePrivateFile(const std::string& path, std::string_view content, bool force) {
+  const int flags = O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (force ? O_TRUNC : O_EXCL);
+  const int fd = ::open(path.c_str(), flags, 0600);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == EEXIST) {
+      return absl::AlreadyExistsError(
+          fmt::format("{} exists: refusing to overwrite it (--force replaces it)", path));
+    }
+    return absl::PermissionDeniedError(fmt::format("cannot write {}: {}", path, strerror(err)));
+  }
+  absl::Status st;
+  // A replaced file keeps its old mode otherwise.
+  if (::fchmod(fd, 0600) != 0) {
+    st = absl::PermissionDeniedError(fmt::format("chmod 0600 {}: {}", path, strerror(errno)));
+  }
+  size_t done = 0;
+  while (st.ok() && done < content.size()) {
+    const ssize_t n = ::write(fd, content.data() + done, content.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      st = absl::InternalError(fmt::format("write {}: {}", path, strerror(errno)));
+      break;
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (st.ok() && ::fsync(fd) != 0) {
+    st = absl::InternalError(fmt::format("fsync {}: {}", path, strerror(errno)));
+  }
+  if (::close(fd) != 0 && st.ok()) {
+    st = absl::InternalError(fmt::format("close {}: {}", path, strerror(errno)));
+  }
+  return st;
+}
+
+// Every key in the trust file, whatever its env (TrustStore keeps one env only).
+absl::StatusOr<std::vector<chasqui::NatsTrustedName>> TrustedNames(const std::string& path) {
+  // Load checks the whole file (every entry, unique serials) before keeping one env.
+  CHASQUI_RETURN_IF_ERROR(chasqui::TrustStore::Load(path, "test").status());
+  CHASQUI_ASSIGN_OR_RETURN(std::string text, chasqui::ReadFileToString(path, "trust file"));
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+  if (!j.is_object() || !j.contains("identities") || !j["identities"].is_array()) {
+    return absl::InvalidArgumentError(
+        fmt::format("trust file {}: expected {{\"identities\":[...]}}", path));
+  }
+  std::vector<chasqui::NatsTrustedName> names;
+  for (size_t i = 0; i < j["identities"].size(); ++i) {
+    CHASQUI_ASSIGN_OR_RETURN(
+        chasqui::PublicIdentity p,
+        chasqui::ParsePublicIdentity(j["identities"][i].dump(),
+                                     fmt::format("trust file {}: identities[{}]", path, i)));
+    names.push_back({p.entity, p.env,
+                     p.role == chasqui::Role::kRouter ? chasqui::NatsUserRole::kRouter
+                                                      : chasqui::NatsUserRole::kEntity});
+  }
+  return names;
+}
+
+// The operator's verb: nats-server users and permissions from the trust file (DESIGN.md,
+// "Names and subjects"). Each password goes to its own 0600 file; the config holds only bcrypt
+// hashes of them.
+int NatsConfig(const std::string& trust_file, const std::vector<std::string>& envs,
+               const std::string& out, const std::string& secrets_dir, const std::string& listen,
+               bool force, int bcrypt_cost) {
+  auto names = TrustedNames(trust_file);
+  if (!names.ok()) return Fail(names.status());
+  auto users = chasqui::PlanNatsUsers(*names, envs, trust_file);
+  if (!users.ok()) return Fail(users.status());
+  for (const std::string& env : envs) {
+    const bool has_router = std::any_of(users->begin(), users->end(), [&](const auto& u) {
+      return u.env == env && u.role == chasqui::NatsUserRole::kRouter;
+    });
+    if (!has_router) {
+      std::cerr << fmt::format(
+          "chasqui: warning: {} has no router key for env {}: no router.{} user is made\n",
+          trust_file, env, env);
+    }
+  }
+  // Check every target first, so a refusal leaves nothing half written.
+  auto secret_path = [&](const chasqui::NatsUser& u) {
+    return fmt::format("{}/{}.password", secrets_dir, u.name);
+  };
+  std::vector<std::string> targets = {out};
+  for (const auto& u : *users) targets.push_back(secret_path(u));
+  for (const std::string& t : targets) {
+    struct stat st;
+    if (::lstat(t.c_str(), &st) != 0) continue;
+    if (!S_ISREG(st.st_mode)) {
+      return Fail(absl::FailedPreconditionError(
+          fmt::format("{} exists and is not a regular file (a symlink?): refusing it", t)));
+    }
+    if (!force) {
+      return Fail(absl::AlreadyExistsError(
+          fmt::format("{} exists: refusing to overwrite it (--force replaces it)", t)));
+    }
+  }
+  if (::mkdir(secrets_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return Fail(absl::PermissionDeniedError(
+        fmt::format("cannot create {}: {}", secrets_dir, strerror(errno))));
+  }
+  chasqui::NatsConfigInput input;
+  input.listen = listen;
+  for (chasqui::NatsUser& u : *users) {
+    auto password = chasqui::NewNatsPassword();
+    if (!password.ok()) return Fail(password.status());
+    auto hash = chasqui::BcryptHash(*password, bcrypt_cost);
+    if (!hash.ok()) return Fail(hash.status());
+    // The password file holds the password alone, no newline.
+    absl::Status written = WritePrivateFile(secret_path(u), *password, force);
+    ::explicit_bzero(password->data(), password->size());
+    if (!written.ok()) return Fail(written);
+    u.password = *std::move(hash);
+    input.users.push_back(u);
+  }
+  auto config = chasqui::NatsServerConfig(input);
+  if (!config.ok()) return Fail(config.status());
+  if (auto s = WritePrivateFile(out, *config, force); !s.ok()) return Fail(s);
+  std::cout << fmt::format("wrote {} (mode 0600; bcrypt hashes, cost {}) with {} users:\n", out,
+                           bcrypt_cost, input.users.size());
+  for (const auto& u : input.users) {
+    std::cout << fmt::format("  {:<24} password in {}\n", u.name, secret_path(u));
+  }
+  std::cout << fmt::format(
+      "start it with:   nats-server -c {}\n"
+      "after a change:  nats-server --signal reload   (a removed user is disconnected)\n"
+      "give each password file only to the process of that user (gateway, router).\n",
+      out);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -219,6 +359,24 @@ int main(int argc, char** argv) {
   serve->add_option("--key", key, "this entity's key file")->required();
   serve->add_option("--trust", trust_file, "trust file")->required();
 
+  std::string nc_trust, nc_out = "nats.conf", nc_secrets, nc_listen = "127.0.0.1:4222";
+  std::vector<std::string> nc_envs;
+  bool nc_force = false;
+  int nc_bcrypt_cost = 11;
+  auto* nats_config = app.add_subcommand(
+      "nats-config", "write nats-server's users and permissions for the entities of a trust file");
+  nats_config->add_option("--trust", nc_trust, "trust file")->required();
+  nats_config->add_option("--env", nc_envs, "environment (repeat for several): test, prod")
+      ->required()
+      ->take_all();
+  nats_config->add_option("--out", nc_out, "nats-server configuration file to write");
+  nats_config->add_option("--secrets-dir", nc_secrets,
+                          "directory for <user>.password files (created 0700)")
+      ->required();
+  nats_config->add_option("--listen", nc_listen, "nats-server's client address, host:port");
+  nats_config->add_flag("--force", nc_force, "replace existing files (all passwords change)");
+  nats_config->add_option("--bcrypt-cost", nc_bcrypt_cost, "bcrypt cost (4..31)");
+
   CLI11_PARSE(app, argc, argv);
   std::signal(SIGPIPE, SIG_IGN);
   spdlog::set_level(spdlog::level::warn);
@@ -230,6 +388,9 @@ int main(int argc, char** argv) {
     rc = Call(nats, key, trust_file, provider, service, call_options, body);
   }
   if (*serve) rc = ServeDemo(nats, key, trust_file);
+  if (*nats_config) {
+    rc = NatsConfig(nc_trust, nc_envs, nc_out, nc_secrets, nc_listen, nc_force, nc_bcrypt_cost);
+  }
   nats_Close();
   return rc;
 }

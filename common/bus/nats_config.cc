@@ -1,0 +1,268 @@
+#include "common/bus/nats_config.h"
+
+#include <crypt.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <set>
+#include <utility>
+
+#include "common/core/names.h"
+#include "common/core/status.h"
+#include "fmt/format.h"
+
+namespace chasqui {
+namespace {
+
+constexpr std::string_view kRouterEntity = "router";
+constexpr size_t kPasswordBytes = 32;
+constexpr size_t kBcryptMaxPassword = 72;  // bcrypt ignores what follows
+
+// Characters a password (or bcrypt hash) may have: safe inside a quoted string of the config
+// and in a shell word; covers hex, base64 (both alphabets) and bcrypt's own alphabet.
+bool IsPasswordChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         std::string_view("./$+=_-").find(c) != std::string_view::npos;
+}
+
+absl::Status CheckListen(std::string_view listen) {
+  const size_t colon = listen.rfind(':');
+  const std::string_view host = colon == std::string_view::npos ? "" : listen.substr(0, colon);
+  const std::string_view port = colon == std::string_view::npos ? "" : listen.substr(colon + 1);
+  bool ok = !host.empty() && !port.empty() && port.size() <= 5 &&
+            port.find_first_not_of("0123456789") == std::string_view::npos;
+  if (ok) {
+    const int n = std::stoi(std::string(port));
+    ok = n > 0 && n < 65536;
+  }
+  for (char c : host) {
+    const bool allowed = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                         (c >= '0' && c <= '9') || c == '.' || c == '-' || c == ':' || c == '[' ||
+                         c == ']';
+    ok = ok && allowed;
+  }
+  if (!ok) {
+    return absl::InvalidArgumentError(fmt::format(
+        "listen address \"{}\": expected host:port, e.g. 127.0.0.1:4222", Printable(listen)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckUser(const NatsUser& u) {
+  const std::string who = fmt::format("nats user \"{}\"", Printable(u.name));
+  CHASQUI_RETURN_IF_ERROR(ValidateEnv(u.env));
+  if (u.role == NatsUserRole::kRouter) {
+    if (u.entity != kRouterEntity) {
+      return absl::InvalidArgumentError(fmt::format(
+          "{}: a router user's entity must be \"router\", got \"{}\"", who, Printable(u.entity)));
+    }
+  } else {
+    CHASQUI_RETURN_IF_ERROR(ValidateName("entity", u.entity));
+    if (u.entity == kRouterEntity) {
+      return absl::InvalidArgumentError(fmt::format(
+          "{}: an entity may not be named \"router\": its user would be the routers' user", who));
+    }
+  }
+  const std::string expected = NatsUserName(u.role, u.entity, u.env);
+  if (u.name != expected) {
+    return absl::InvalidArgumentError(
+        fmt::format("{}: name must be \"{}\" (<entity>.<env>)", who, expected));
+  }
+  if (u.password.empty()) return absl::InvalidArgumentError(fmt::format("{}: empty password", who));
+  for (char c : u.password) {
+    if (!IsPasswordChar(c)) {
+      // Never echo the password, not even one character of it.
+      return absl::InvalidArgumentError(
+          fmt::format("{}: password has a character outside [A-Za-z0-9./$+=_-]", who));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string QuotedList(const std::vector<std::string>& items) {
+  std::string out = "[";
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out += ", ";
+    out += fmt::format("\"{}\"", items[i]);
+  }
+  out += "]";
+  return out;
+}
+
+}  // namespace
+
+std::string NatsUserName(NatsUserRole role, std::string_view entity, std::string_view env) {
+  return fmt::format("{}.{}", role == NatsUserRole::kRouter ? kRouterEntity : entity, env);
+}
+
+NatsPermissions NatsPermissionsFor(NatsUserRole role, std::string_view entity,
+                                   std::string_view env) {
+  NatsPermissions p;
+  switch (role) {
+    case NatsUserRole::kEntity:
+      // Its gateway sends its own requests, serves its own services (queue groups included)
+      // and reads its own replies; it answers a router only through the response permission.
+      p.publish_allow = {fmt::format("chq.{}.req.{}.>", env, entity)};
+      p.subscribe_allow = {fmt::format("chq.{}.svc.{}.>", env, entity),
+                           fmt::format("_INBOX.{}.{}.>", env, entity)};
+      p.allow_responses = true;
+      break;
+    case NatsUserRole::kRouter:
+      // Forwards to providers and answers consumers (replies, error envelopes, relays).
+      p.publish_allow = {fmt::format("chq.{}.svc.>", env), fmt::format("_INBOX.{}.>", env)};
+      p.subscribe_allow = {fmt::format("chq.{}.req.>", env), "_INBOX._router.>"};
+      p.allow_responses = false;
+      break;
+  }
+  return p;
+}
+
+absl::StatusOr<std::string> NatsServerConfig(const NatsConfigInput& input) {
+  CHASQUI_RETURN_IF_ERROR(CheckListen(input.listen));
+  if (input.users.empty()) {
+    return absl::InvalidArgumentError(
+        "nats config: no users (an authorization block without users would admit nobody)");
+  }
+  std::set<std::string> names;
+  std::set<std::string> passwords;
+  for (const NatsUser& u : input.users) {
+    CHASQUI_RETURN_IF_ERROR(CheckUser(u));
+    if (!names.insert(u.name).second) {
+      return absl::InvalidArgumentError(fmt::format("nats user \"{}\" appears twice", u.name));
+    }
+    if (!passwords.insert(u.password).second) {
+      return absl::InvalidArgumentError(fmt::format(
+          "nats user \"{}\": same password (hash) as another user; every user needs its own",
+          u.name));
+    }
+  }
+
+  std::string out;
+  out += "# nats-server configuration generated by `chasqui nats-config`: the bus enforces\n";
+  out += "# Chasqui's subject plan (DESIGN.md, \"Names and subjects\"). Regenerate rather than\n";
+  out += "# edit; apply with `nats-server --signal reload`.\n";
+  out += fmt::format("listen: \"{}\"\n\n", input.listen);
+  out += "authorization {\n  users = [\n";
+  for (const NatsUser& u : input.users) {
+    const NatsPermissions p = NatsPermissionsFor(u.role, u.entity, u.env);
+    if (u.role == NatsUserRole::kRouter) {
+      out += fmt::format("    # {}: the routers of env {}\n", u.name, u.env);
+    } else {
+      out += fmt::format("    # {}: entity {} in env {}\n", u.name, u.entity, u.env);
+    }
+    out += "    {\n";
+    out += fmt::format("      user: \"{}\"\n", u.name);
+    out += fmt::format("      password: \"{}\"\n", u.password);
+    out += "      permissions: {\n";
+    out += fmt::format("        publish: {{ allow: {} }}\n", QuotedList(p.publish_allow));
+    out += fmt::format("        subscribe: {{ allow: {} }}\n", QuotedList(p.subscribe_allow));
+    if (p.allow_responses) out += "        allow_responses: true\n";
+    out += "      }\n";
+    out += "    }\n";
+  }
+  // The place for platform services' users (chq.ctl.<service>.> / chq.evt.<service>.>) once
+  // they exist; see NatsUserRole.
+  out += "    # platform services (chq.ctl.* / chq.evt.*): none yet\n";
+  out += "  ]\n}\n";
+  return out;
+}
+
+absl::StatusOr<std::vector<NatsUser>> PlanNatsUsers(const std::vector<NatsTrustedName>& trusted,
+                                                    const std::vector<std::string>& envs,
+                                                    std::string_view source) {
+  if (envs.empty()) return absl::InvalidArgumentError("nats config: no --env given");
+  std::set<std::string> known_envs;
+  for (const NatsTrustedName& t : trusted) known_envs.insert(t.env);
+  std::string known;
+  for (const std::string& e : known_envs) known += (known.empty() ? "" : ", ") + e;
+  if (known.empty()) known = "none";
+
+  std::vector<NatsUser> users;
+  std::set<std::string> seen_envs;
+  for (const std::string& env : envs) {
+    CHASQUI_RETURN_IF_ERROR(ValidateEnv(env));
+    if (!seen_envs.insert(env).second) {
+      return absl::InvalidArgumentError(fmt::format("nats config: env \"{}\" given twice", env));
+    }
+    if (known_envs.count(env) == 0) {
+      return absl::InvalidArgumentError(fmt::format(
+          "nats config: env \"{}\" has no key in {} (its envs: {}); add that env's keys to the "
+          "trust file or drop --env {}",
+          env, source, known, env));
+    }
+    bool has_router = false;
+    std::set<std::string> entities;
+    for (const NatsTrustedName& t : trusted) {
+      if (t.env != env) continue;
+      if (t.role == NatsUserRole::kRouter) {
+        has_router = true;
+        continue;
+      }
+      if (t.entity == kRouterEntity) {
+        return absl::InvalidArgumentError(fmt::format(
+            "{}: an entity key is named \"router\" in env {}: that name is the routers' NATS "
+            "user",
+            source, env));
+      }
+      CHASQUI_RETURN_IF_ERROR(ValidateName("entity", t.entity));
+      entities.insert(t.entity);
+    }
+    if (has_router) {
+      users.push_back(NatsUser{NatsUserName(NatsUserRole::kRouter, kRouterEntity, env), "",
+                               NatsUserRole::kRouter, std::string(kRouterEntity), env});
+    }
+    for (const std::string& e : entities) {
+      users.push_back(
+          NatsUser{NatsUserName(NatsUserRole::kEntity, e, env), "", NatsUserRole::kEntity, e, env});
+    }
+  }
+  return users;
+}
+
+absl::StatusOr<std::string> NewNatsPassword() {
+  unsigned char bytes[kPasswordBytes];
+  if (::getentropy(bytes, sizeof(bytes)) != 0) {
+    return absl::InternalError(
+        fmt::format("nats password: getentropy failed: {}", std::strerror(errno)));
+  }
+  std::string hex;
+  hex.reserve(2 * sizeof(bytes));
+  for (unsigned char b : bytes) hex += fmt::format("{:02x}", b);
+  ::explicit_bzero(bytes, sizeof(bytes));
+  return hex;
+}
+
+absl::StatusOr<std::string> BcryptHash(std::string_view password, int cost) {
+  if (cost < 4 || cost > 31) {
+    return absl::InvalidArgumentError(fmt::format("bcrypt cost {}: expected 4..31", cost));
+  }
+  if (password.empty() || password.size() > kBcryptMaxPassword ||
+      password.find('\0') != std::string_view::npos) {
+    return absl::InvalidArgumentError(fmt::format(
+        "bcrypt: a password must have 1..{} bytes and no NUL byte", kBcryptMaxPassword));
+  }
+  char salt[CRYPT_GENSALT_OUTPUT_SIZE];
+  // A null random source: libcrypt takes the salt from the OS's entropy.
+  if (crypt_gensalt_rn("$2b$", static_cast<unsigned long>(cost), nullptr, 0, salt, sizeof(salt)) ==
+      nullptr) {
+    return absl::InternalError(fmt::format("bcrypt salt: {}", std::strerror(errno)));
+  }
+  // crypt_data is ~32 KiB, and holds copies of the password while it works: heap, then wiped.
+  auto data = std::make_unique<crypt_data>();
+  std::memset(data.get(), 0, sizeof(crypt_data));
+  const std::string pw(password);
+  const char* hash = crypt_rn(pw.c_str(), salt, data.get(), sizeof(crypt_data));
+  std::string out = hash != nullptr ? std::string(hash) : std::string();
+  const int err = errno;
+  ::explicit_bzero(data.get(), sizeof(crypt_data));
+  ::explicit_bzero(const_cast<char*>(pw.data()), pw.size());
+  if (hash == nullptr || out.rfind("$2b$", 0) != 0) {
+    return absl::InternalError(fmt::format("bcrypt: libcrypt failed: {}", std::strerror(err)));
+  }
+  return out;
+}
+
+}  // namespace chasqui
