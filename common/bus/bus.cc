@@ -1,5 +1,9 @@
 #include "common/bus/bus.h"
 
+#include <sys/stat.h>
+
+#include <cctype>
+
 #include <nats/nats.h>
 
 #include <algorithm>
@@ -14,6 +18,7 @@
 #include <utility>
 
 #include "common/core/burst.h"
+#include "common/core/files.h"
 #include "common/core/log.h"
 #include "common/core/status.h"
 #include "fmt/format.h"
@@ -545,6 +550,26 @@ absl::StatusOr<std::unique_ptr<Bus>> Bus::Connect(const BusOptions& options) {
   CHQ_LOG_INFO("bus connected name={} url={} send_asap={}", events->name, events->url,
                options.send_asap);
   return std::unique_ptr<Bus>(new NatsBus(std::move(events), std::move(nc), options.pending_msgs_limit));
+}
+
+absl::Status LoadNatsPassword(const std::string& path, BusOptions* options) {
+  if (options->user.empty()) {
+    return absl::InvalidArgumentError(
+        fmt::format("--nats-password-file {} needs --nats-user (the user it belongs to)", path));
+  }
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
+    return absl::PermissionDeniedError(fmt::format(
+        "NATS password file {}: readable by group or others (mode {:o}); chmod 600 {}", path,
+        st.st_mode & 0777, path));
+  }
+  CHASQUI_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path, "NATS password file"));
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
+  if (text.empty()) {
+    return absl::InvalidArgumentError(fmt::format("NATS password file {} is empty", path));
+  }
+  options->password = std::move(text);
+  return absl::OkStatus();
 }
 
 }  // namespace chasqui

@@ -66,6 +66,11 @@ class Subscription {
   virtual absl::Status Drain(absl::Duration timeout) = 0;
 };
 
+// Reads a password file written by `chasqui nats-config` into options->password (trailing
+// whitespace stripped). PermissionDenied if group or others may read it (it must be mode
+// 0600), NotFound if it cannot be read, InvalidArgument if empty or no user is set.
+absl::Status LoadNatsPassword(const std::string& path, BusOptions* options);
+
 class Bus : public Publisher {
  public:
   // Connects, with reconnect/disconnect/closed/error handlers that each log one line.

@@ -98,13 +98,24 @@ struct Connection {
   std::optional<chasqui::TrustStore> trust;
 };
 
-absl::StatusOr<Connection> Connect(const std::string& nats, const std::string& key,
+// Where and as whom to connect to nats-server.
+struct NatsLogin {
+  std::string url = "nats://127.0.0.1:4222";
+  std::string user;
+  std::string password_file;
+};
+
+absl::StatusOr<Connection> Connect(const NatsLogin& nats, const std::string& key,
                                    const std::string& trust_file, const std::string& name) {
   Connection c;
   CHASQUI_ASSIGN_OR_RETURN(auto identity, chasqui::LoadIdentity(key));
   CHASQUI_ASSIGN_OR_RETURN(auto trust, chasqui::TrustStore::Load(trust_file, identity.pub.env));
   chasqui::BusOptions options;
-  options.url = nats;
+  options.url = nats.url;
+  options.user = nats.user;
+  if (!nats.password_file.empty()) {
+    CHASQUI_RETURN_IF_ERROR(chasqui::LoadNatsPassword(nats.password_file, &options));
+  }
   options.name = fmt::format("chasqui-{}-{}", name, identity.pub.entity);
   options.send_asap = true;
   CHASQUI_ASSIGN_OR_RETURN(c.bus, chasqui::Bus::Connect(options));
@@ -113,7 +124,7 @@ absl::StatusOr<Connection> Connect(const std::string& nats, const std::string& k
   return c;
 }
 
-int Call(const std::string& nats, const std::string& key, const std::string& trust_file,
+int Call(const NatsLogin& nats, const std::string& key, const std::string& trust_file,
          const std::string& provider, const std::string& service, chasqui::CallOptions options,
          const std::string& body) {
   auto c = Connect(nats, key, trust_file, "call");
@@ -159,7 +170,7 @@ absl::StatusOr<std::string> DemoPersonaConsulta(const chasqui::RequestContext& c
       .dump();
 }
 
-int ServeDemo(const std::string& nats, const std::string& key, const std::string& trust_file) {
+int ServeDemo(const NatsLogin& nats, const std::string& key, const std::string& trust_file) {
   chasqui::InitLogging("demo-provider");
   chasqui::DisableCoreDumps();
   sigset_t signals;
@@ -340,11 +351,18 @@ int main(int argc, char** argv) {
   trust->add_option("--out", trust_out, "trust file to write");
   trust->add_option("pubs", pubs, ".pub files")->required();
 
-  std::string nats = "nats://127.0.0.1:4222", key, trust_file, provider, service, body;
+  NatsLogin nats;
+  std::string key, trust_file, provider, service, body;
+  auto add_nats = [&nats](CLI::App* verb) {
+    verb->add_option("--nats", nats.url, "NATS server URL");
+    verb->add_option("--nats-user", nats.user, "nats-server user (<entity>.<env>)");
+    verb->add_option("--nats-password-file", nats.password_file,
+                     "file holding that user's password (mode 0600)");
+  };
   chasqui::CallOptions call_options;
   int64_t timeout_ms = 10000;
   auto* call = app.add_subcommand("call", "call a service through the backbone");
-  call->add_option("--nats", nats, "NATS server URL");
+  add_nats(call);
   call->add_option("--key", key, "this entity's key file")->required();
   call->add_option("--trust", trust_file, "trust file")->required();
   call->add_option("--provider", provider, "provider entity")->required();
@@ -355,7 +373,7 @@ int main(int argc, char** argv) {
   call->add_option("--timeout-ms", timeout_ms, "give up after this long");
 
   auto* serve = app.add_subcommand("serve-demo", "serve demo persona_consulta and echo services");
-  serve->add_option("--nats", nats, "NATS server URL");
+  add_nats(serve);
   serve->add_option("--key", key, "this entity's key file")->required();
   serve->add_option("--trust", trust_file, "trust file")->required();
 

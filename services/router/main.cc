@@ -38,6 +38,11 @@ int main(int argc, char** argv) {
   CLI::App app{"Chasqui router: authenticates, checks and forwards every exchange"};
   app.add_option("--env", options.env, "environment: test or prod")->required();
   app.add_option("--nats", bus_options.url, "NATS server URL");
+  std::string nats_password_file;
+  app.add_option("--nats-user", bus_options.user,
+                 "nats-server user from `chasqui nats-config` (router.<env>, or <entity>.<env>)");
+  app.add_option("--nats-password-file", nats_password_file,
+                 "file holding that user's password (mode 0600; never on the command line)");
   app.add_option("--key", key_file, "the router's key file (from `chasqui keygen --role router`)")
       ->required();
   app.add_option("--trust", trust_file, "trust file listing the keys this router accepts")
@@ -78,6 +83,11 @@ int main(int argc, char** argv) {
 
   chasqui::TerminationSignals signals;  // before any thread starts: they inherit the mask
 
+  if (!nats_password_file.empty()) {
+    if (auto s = chasqui::LoadNatsPassword(nats_password_file, &bus_options); !s.ok()) {
+      return Fail(s);
+    }
+  }
   auto bus = chasqui::Bus::Connect(bus_options);
   if (!bus.ok()) return Fail(bus.status());
   auto registry = std::make_shared<prometheus::Registry>();

@@ -1,6 +1,7 @@
 // The router binary refuses to start on a missing or malformed key or trust file, with one
 // line naming the file, the field and what was expected, and exit status 2.
 
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <array>
@@ -93,6 +94,33 @@ TEST_F(RouterConfigTest, AnEntityKeyIsNotARouterKey) {
                         " --trust " + dir_.File("trust.json"));
   EXPECT_EQ(o.exit_code, 2) << o.output;
   EXPECT_NE(o.output.find("key file"), std::string::npos) << o.output;
+}
+
+}  // namespace
+}  // namespace chasqui::testing
+
+namespace chasqui::testing {
+namespace {
+
+TEST_F(RouterConfigTest, APasswordFileOthersCanReadIsRefused) {
+  Write("trust.json", TrustFileJson({pub_}));
+  Write("router.password", "0123456789abcdef");
+  ASSERT_EQ(::chmod(dir_.File("router.password").c_str(), 0644), 0);
+  Outcome o = RunRouter(Args("trust.json") + " --nats-user router.test --nats-password-file " +
+                        dir_.File("router.password"));
+  EXPECT_EQ(o.exit_code, 2) << o.output;
+  EXPECT_NE(o.output.find("chmod 600"), std::string::npos) << o.output;
+  EXPECT_EQ(o.output.find("0123456789abcdef"), std::string::npos) << "the password was printed";
+}
+
+TEST_F(RouterConfigTest, APasswordFileWithoutAUserIsRefused) {
+  Write("trust.json", TrustFileJson({pub_}));
+  Write("router.password", "0123456789abcdef");
+  ASSERT_EQ(::chmod(dir_.File("router.password").c_str(), 0600), 0);
+  Outcome o = RunRouter(Args("trust.json") + " --nats-password-file " +
+                        dir_.File("router.password"));
+  EXPECT_EQ(o.exit_code, 2) << o.output;
+  EXPECT_NE(o.output.find("needs --nats-user"), std::string::npos) << o.output;
 }
 
 }  // namespace
