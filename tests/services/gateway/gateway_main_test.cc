@@ -22,6 +22,7 @@
 #include "gtest/gtest.h"
 #include "tests/services/gateway/gateway_test_support.h"
 #include "tests/services/router/backbone.h"
+#include "tests/support/run_command.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/wait_for.h"
 
@@ -145,21 +146,10 @@ TEST(GatewayBinaryTest, ConsumerAndProviderGatewaysServeAndStopOnSigterm) {
       << consumer.Log();
 }
 
-struct Outcome {
-  int exit_code = -1;
-  std::string output;
-};
+using Outcome = CommandOutcome;
 
 Outcome RunGateway(const std::string& args) {
-  const std::string cmd = std::string("timeout 10 ") + CHASQUI_GATEWAY_BIN + " " + args + " 2>&1";
-  Outcome out;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return out;
-  std::array<char, 4096> buf;
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.output.append(buf.data(), n);
-  const int status = pclose(p);
-  out.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return out;
+  return RunCommand(std::string("timeout 10 ") + CHASQUI_GATEWAY_BIN + " " + args);
 }
 
 class GatewayConfigTest : public ::testing::Test {

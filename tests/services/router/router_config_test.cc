@@ -4,34 +4,22 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-#include <array>
-#include <cstdio>
 #include <fstream>
 #include <string>
 
 #include "common/envelope/identity.h"
 #include "gtest/gtest.h"
+#include "tests/support/run_command.h"
 #include "tests/support/temp_dir.h"
 
 namespace chasqui::testing {
 namespace {
 
-struct Outcome {
-  int exit_code = -1;
-  std::string output;
-};
+using Outcome = CommandOutcome;
 
-// Runs the router with `args`; the router must stop by itself (it never reaches NATS here).
+// Runs the router with `args`; it must stop by itself (it never reaches NATS here).
 Outcome RunRouter(const std::string& args) {
-  const std::string cmd = std::string("timeout 10 ") + CHASQUI_ROUTER_BIN + " " + args + " 2>&1";
-  Outcome out;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return out;
-  std::array<char, 4096> buf;
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.output.append(buf.data(), n);
-  const int status = pclose(p);
-  out.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return out;
+  return RunCommand(std::string("timeout 10 ") + CHASQUI_ROUTER_BIN + " " + args);
 }
 
 class RouterConfigTest : public ::testing::Test {
