@@ -572,4 +572,10 @@ absl::Status LoadNatsPassword(const std::string& path, BusOptions* options) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::unique_ptr<Bus>> ConnectWithPasswordFile(BusOptions options,
+                                                             const std::string& password_file) {
+  if (!password_file.empty()) CHASQUI_RETURN_IF_ERROR(LoadNatsPassword(password_file, &options));
+  return Bus::Connect(options);
+}
+
 }  // namespace chasqui

@@ -98,4 +98,9 @@ class Bus : public Publisher {
   virtual int64_t MaxPayload() const = 0;
 };
 
+// Bus::Connect, after reading the password from `password_file` if one is named: how every
+// executable connects from its --nats-user / --nats-password-file flags.
+absl::StatusOr<std::unique_ptr<Bus>> ConnectWithPasswordFile(BusOptions options,
+                                                             const std::string& password_file);
+
 }  // namespace chasqui

@@ -70,7 +70,8 @@ uint64_t RootCache::misses() const {
 EnvelopeVerifier::EnvelopeVerifier(std::string_view env, RootCache* cache)
     : env_(env), tag_(EnvelopeTag(env)), cache_(cache) {}
 
-absl::Status EnvelopeVerifier::Verify(const ParsedEnvelope& p, const PublicIdentity& signer) const {
+absl::Status EnvelopeVerifier::Verify(const ParsedEnvelope& p, const PublicIdentity& signer,
+                                      bool* cache_hit) const {
   if (p.header.env() != env_) {
     return ChasquiError(v1::UNAUTHENTICATED, "the header is for another environment");
   }
@@ -92,7 +93,9 @@ absl::Status EnvelopeVerifier::Verify(const ParsedEnvelope& p, const PublicIdent
   SignatureBytes sig;
   std::copy(s.root_signature().begin(), s.root_signature().end(),
             reinterpret_cast<char*>(sig.data()));
-  if (!cache_->Contains(signer.serial, s.tree_size(), *root, sig)) {
+  const bool hit = cache_->Contains(signer.serial, s.tree_size(), *root, sig);
+  if (cache_hit != nullptr) *cache_hit = hit;
+  if (!hit) {
     if (!VerifySignature(signer.sign_pk, BatchSignedMessage(tag_, s.tree_size(), *root), sig)) {
       return ChasquiError(v1::UNAUTHENTICATED,
                           "bad signature: the header was altered, or signed by another key or "

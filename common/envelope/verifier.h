@@ -69,7 +69,9 @@ class EnvelopeVerifier {
   // UNAUTHENTICATED unless the header is for this environment, its batch signature verifies
   // under `signer`'s key (and header.sender_cert names `signer`), and the body matches the
   // signed body_hash.
-  absl::Status Verify(const ParsedEnvelope& p, const PublicIdentity& signer) const;
+  // `cache_hit`, if given, says whether the batch's root was already verified (no Ed25519).
+  absl::Status Verify(const ParsedEnvelope& p, const PublicIdentity& signer,
+                      bool* cache_hit = nullptr) const;
 
  private:
   const std::string env_;

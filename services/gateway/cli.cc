@@ -113,12 +113,9 @@ absl::StatusOr<Connection> Connect(const NatsLogin& nats, const std::string& key
   chasqui::BusOptions options;
   options.url = nats.url;
   options.user = nats.user;
-  if (!nats.password_file.empty()) {
-    CHASQUI_RETURN_IF_ERROR(chasqui::LoadNatsPassword(nats.password_file, &options));
-  }
   options.name = fmt::format("chasqui-{}-{}", name, identity.pub.entity);
   options.send_asap = true;
-  CHASQUI_ASSIGN_OR_RETURN(c.bus, chasqui::Bus::Connect(options));
+  CHASQUI_ASSIGN_OR_RETURN(c.bus, chasqui::ConnectWithPasswordFile(options, nats.password_file));
   c.identity.emplace(std::move(identity));
   c.trust.emplace(std::move(trust));
   return c;

@@ -160,12 +160,7 @@ int main(int argc, char** argv) {
 
   chasqui::TerminationSignals signals;  // before any thread starts: they inherit the mask
 
-  if (!nats_password_file.empty()) {
-    if (auto s = chasqui::LoadNatsPassword(nats_password_file, &bus_options); !s.ok()) {
-      return Fail(s);
-    }
-  }
-  auto bus = chasqui::Bus::Connect(bus_options);
+  auto bus = chasqui::ConnectWithPasswordFile(bus_options, nats_password_file);
   if (!bus.ok()) return Fail(bus.status());
   auto registry = std::make_shared<prometheus::Registry>();
   auto gateway = chasqui::HttpGateway::Start(options, bus->get(), *std::move(identity),

@@ -22,6 +22,8 @@ struct RouterCore::Exchange {
   std::string consumer;
   std::string provider;
   std::string service;
+  std::string label_consumer;  // metric labels, decided once on the way in
+  std::string label_provider;
   int64_t router_ns = 0;  // time spent in the router on the way in
 };
 
@@ -135,17 +137,13 @@ void RouterCore::HandleRequest(const BusMessage& msg) {
            id, label_provider);
     return;
   }
-  const uint64_t hits_before = root_cache_.hits();
-  if (absl::Status s = verifier_.Verify(*parsed, *signer); !s.ok()) {
+  bool cache_hit = false;
+  if (absl::Status s = verifier_.Verify(*parsed, *signer, &cache_hit); !s.ok()) {
     refuse(s, id, label_provider);
     return;
   }
   authenticated = true;
-  if (root_cache_.hits() != hits_before) {
-    metrics_->root_cache_hits().Increment();
-  } else {
-    metrics_->root_cache_misses().Increment();
-  }
+  (cache_hit ? metrics_->root_cache_hits() : metrics_->root_cache_misses()).Increment();
   metrics_->batch_size().Observe(parsed->envelope.sig().tree_size());
   const PublicIdentity* recipient = trust_.BySerial(h.recipient_cert());
   if (recipient == nullptr || recipient->role != Role::kEntity ||
@@ -167,6 +165,8 @@ void RouterCore::HandleRequest(const BusMessage& msg) {
   ex->consumer = h.consumer();
   ex->provider = h.provider();
   ex->service = h.service();
+  ex->label_consumer = label_consumer;
+  ex->label_provider = label_provider;
   metrics_->in_flight().Increment();
   ex->router_ns = clock_.NowMonoNanos() - start_ns;
   absl::Status sent = mux_->Request(
@@ -240,7 +240,7 @@ void RouterCore::OnProviderAnswer(const std::shared_ptr<Exchange>& ex, MuxOutcom
                            CodeName(code), problem));
     SendError(ex->reply_to, ex->id, ex->consumer, ex->provider, ex->service, code, problem);
   }
-  metrics_->CountRequest(KnownEntityOr(ex->consumer), KnownEntityOr(ex->provider), ex->service,
+  metrics_->CountRequest(ex->label_consumer, ex->label_provider, ex->service,
                          code);
   metrics_->added_latency().Observe(
       static_cast<double>(ex->router_ns + clock_.NowMonoNanos() - start_ns) * 1e-9);
