@@ -56,6 +56,12 @@ int main(int argc, char** argv) {
                  "stay unready this long after start (default: 2 x the window)");
   app.add_option("--provider-timeout-ms", provider_timeout_ms, "wait this long for a provider");
   app.add_option("--max-envelope-bytes", options.max_envelope_bytes, "largest envelope accepted");
+  app.add_option("--preauth-refusals-per-second", options.preauth_refusals.per_second,
+                 "refusals before authentication (garbage, unknown key, bad signature) answered "
+                 "per consumer and second; beyond them and the burst, its requests are dropped "
+                 "unchecked");
+  app.add_option("--preauth-refusal-burst", options.preauth_refusals.burst,
+                 "refusals before authentication answered at once per consumer");
   app.add_flag("--shared-delivery-thread", bus_options.shared_delivery_thread,
                "deliver requests and replies on one thread (no contention between them)");
   app.add_flag("--send-asap", bus_options.send_asap,
@@ -77,9 +83,11 @@ int main(int argc, char** argv) {
   }
   auto trust = chasqui::TrustStore::Load(trust_file, options.env);
   if (!trust.ok()) return Fail(trust.status());
-  CHQ_LOG_INFO("config: env={} nats={} key={} (serial {}) trust={} ({} keys for {})", options.env,
-               bus_options.url, key_file, identity->pub.serial, trust_file, trust->size(),
-               options.env);
+  CHQ_LOG_INFO("config: env={} nats={} key={} (serial {}) trust={} ({} keys for {}) "
+               "preauth refusals {}/s burst {}",
+               options.env, bus_options.url, key_file, identity->pub.serial, trust_file,
+               trust->size(), options.env, options.preauth_refusals.per_second,
+               options.preauth_refusals.burst);
 
   chasqui::TerminationSignals signals;  // before any thread starts: they inherit the mask
 

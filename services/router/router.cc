@@ -40,6 +40,7 @@ RouterCore::RouterCore(const RouterOptions& options, Publisher* publisher, Reque
       root_cache_(clock, options.freshness_window_ms),
       verifier_(options.env, &root_cache_),
       replay_(clock, options.freshness_window_ms),
+      preauth_limiter_(clock, options.preauth_refusals),
       signer_(identity_.sign, EnvelopeTag(options.env)) {}
 
 std::string_view RouterCore::KnownEntityOr(std::string_view name) const {
@@ -78,11 +79,20 @@ void RouterCore::HandleRequest(const BusMessage& msg) {
                            msg.subject, Printable(msg.reply), options_.env, subject->consumer));
     return;
   }
+  if (preauth_limiter_.Blocked(subject->consumer)) {
+    metrics_->CountDropped("preauth_flood");
+    LogRefusal(fmt::format("request on {}: consumer {} is over its limit of {}/s refusals "
+                           "before authentication; dropped unchecked until it slows down",
+                           msg.subject, subject->consumer,
+                           options_.preauth_refusals.per_second));
+    return;
+  }
   const std::string reply_to(msg.reply);
   const std::string_view label_consumer = KnownEntityOr(subject->consumer);
   bool authenticated = false;
   auto refuse = [&](const absl::Status& why, const std::string& in_reply_to,
                     std::string_view label_provider) {
+    if (!authenticated) preauth_limiter_.Charge(subject->consumer);
     Refuse(msg, reply_to, in_reply_to, subject->consumer, subject->provider, subject->service,
            label_consumer, label_provider, authenticated ? subject->service : kUnknown, why);
   };
@@ -293,6 +303,12 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Start(const RouterOptions& optio
   }
   if (options.freshness_window_ms <= 0) {
     return absl::InvalidArgumentError("freshness window must be positive");
+  }
+  if (!(options.preauth_refusals.per_second > 0) || !(options.preauth_refusals.burst >= 1)) {
+    return absl::InvalidArgumentError(fmt::format(
+        "pre-authentication refusal limit must be positive with a burst of at least 1 (got "
+        "{}/s, burst {})",
+        options.preauth_refusals.per_second, options.preauth_refusals.burst));
   }
   std::unique_ptr<Router> router(new Router());
   router->options_ = options;

@@ -26,6 +26,7 @@
 #include "common/envelope/replay_guard.h"
 #include "common/envelope/verifier.h"
 #include "prometheus/registry.h"
+#include "services/router/refusal_limiter.h"
 #include "services/router/router_metrics.h"
 
 namespace chasqui {
@@ -40,6 +41,9 @@ struct RouterOptions {
   absl::Duration provider_timeout = absl::Seconds(5);
   size_t max_envelope_bytes = kDefaultMaxEnvelopeBytes;
   std::string queue_group = "chq.routers";
+  // Refusals before authentication answered per consumer; beyond them its requests are
+  // dropped unchecked (counted as dropped{reason="preauth_flood"}) until it slows down.
+  RefusalLimits preauth_refusals;
 };
 
 // The checks and the forwarding, written against small interfaces so unit tests can use
@@ -79,6 +83,7 @@ class RouterCore {
   RootCache root_cache_;
   EnvelopeVerifier verifier_;
   ReplayGuard replay_;
+  RefusalLimiter preauth_limiter_;
   BatchSigner signer_;
   std::atomic<int64_t> log_second_{0};
   std::atomic<int> log_lines_this_second_{0};

@@ -21,7 +21,7 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, std::string env)
                    .Register(registry)) {
   const prometheus::Labels env_label{{"env", env_}};
   // Present at 0 from the start, so the first drop shows as an increase.
-  for (const char* reason : {"bad_subject", "reply_subject"}) {
+  for (const char* reason : {"bad_subject", "reply_subject", "preauth_flood"}) {
     dropped_.Add({{"env", env_}, {"reason", reason}});
   }
   added_latency_ = &prometheus::BuildHistogram()

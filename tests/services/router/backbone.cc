@@ -36,6 +36,7 @@ Backbone::Backbone(BackboneOptions opts)
   ro.startup_hold_ms = options.startup_hold_ms;
   ro.provider_timeout = options.provider_timeout;
   ro.max_envelope_bytes = options.max_envelope_bytes;
+  ro.preauth_refusals = options.preauth_refusals;
   auto r = Router::Start(ro, router_bus.get(), Copy(router_key), trust, registry);
   CHASQUI_CHECK(r.ok(), MessageOf(r.status()));
   router = *std::move(r);

@@ -31,6 +31,7 @@ struct BackboneOptions {
   absl::Duration provider_timeout = absl::Milliseconds(500);
   size_t max_envelope_bytes = 64 * 1024;
   bool start_provider = true;
+  RefusalLimits preauth_refusals;
 };
 
 class Backbone {

@@ -14,6 +14,7 @@
 #include "common/envelope/subjects.h"
 #include "gtest/gtest.h"
 #include "tests/services/router/backbone.h"
+#include "tests/support/metrics.h"
 #include "tests/support/wait_for.h"
 
 namespace chasqui::testing {
@@ -429,6 +430,78 @@ TEST(SdkBehaviourTest, TheProviderSystemsErrorWordsTravelSealed) {
   EXPECT_TRUE(answer->sealed());
   EXPECT_EQ(answer->error().message().find("4567890"), std::string::npos)
       << answer->error().message();
+}
+
+}  // namespace
+}  // namespace chasqui::testing
+
+namespace chasqui::testing {
+namespace {
+
+// A flood of forged envelopes under one consumer's subject costs the router at most its
+// refusal budget in checks and answers; the rest is dropped unchecked and counted, another
+// consumer's traffic keeps flowing, and the flooded consumer is served again once it stops.
+TEST(RouterFloodTest, ForgedFloodIsThrottledWhileOtherConsumersKeepFlowing) {
+  BackboneOptions options;
+  options.preauth_refusals = {.per_second = 20, .burst = 20};
+  Backbone bb(options);
+  // Envelopes claiming aduana's key but signed by mallory: each costs a signature check.
+  RequestForge forge(bb.mallory, bb.segip.pub);
+  constexpr int kFlood = 3000;
+  std::vector<std::string> flood;
+  for (int i = 0; i < kFlood; ++i) {
+    v1::Header h = forge.Header("persona_consulta");
+    h.set_consumer("aduana");
+    h.set_sender_cert(bb.aduana.pub.serial);
+    flood.push_back(forge.Seal(h, "hola"));
+  }
+  auto flooder = bb.Connect("flooder");
+  std::atomic<int> answered{0};
+  auto answers = flooder->Subscribe("_INBOX.test.aduana.flood.>",
+                                    [&](const BusMessage&) { ++answered; });
+  ASSERT_TRUE(answers.ok()) << answers.status();
+  ASSERT_TRUE(flooder->Flush(absl::Seconds(5)).ok());
+
+  auto sin = bb.MakeConsumer(bb.sin);
+  std::atomic<bool> flooding{true};
+  std::thread flood_thread([&] {
+    for (int i = 0; i < kFlood; ++i) {
+      ASSERT_TRUE(flooder
+                      ->Publish(ReqSubject("aduana", "persona_consulta"), flood[i],
+                                "_INBOX.test.aduana.flood." + std::to_string(i))
+                      .ok());
+      if (i % 500 == 499) absl::SleepFor(absl::Milliseconds(20));
+    }
+    ASSERT_TRUE(flooder->Flush(absl::Seconds(5)).ok());
+    flooding = false;
+  });
+  const absl::Time start = absl::Now();
+  int sin_calls = 0;
+  while (flooding || sin_calls < 50) {
+    CallResult reply = sin->Call("segip", "persona_consulta", "hola", {.end_user = "ana"});
+    ASSERT_TRUE(reply.status.ok()) << "sin's call " << sin_calls << " during the flood: "
+                                   << reply.status;
+    ++sin_calls;
+  }
+  flood_thread.join();
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+
+  auto dropped = [&] {
+    return SeriesValue(*bb.registry, "chasqui_router_dropped_total", {"reason=\"preauth_flood\""});
+  };
+  ASSERT_TRUE(WaitFor([&] { return answered.load() + dropped() >= kFlood; }))
+      << "answered " << answered << " + dropped " << dropped() << " of " << kFlood;
+  EXPECT_EQ(answered.load() + dropped(), kFlood) << "every forged envelope answered or counted";
+  EXPECT_GE(answered.load(), 20) << "the burst is answered with precise refusals";
+  EXPECT_LE(answered.load(), 20 + 20 * seconds + 20)
+      << "at most the burst plus 20/s over " << seconds << " s were checked and answered";
+  EXPECT_EQ(bb.provider_system_calls.load(), sin_calls) << "only sin's calls reached segip";
+
+  // Once the flood stops, aduana's own gateway is served again.
+  absl::SleepFor(absl::Milliseconds(200));
+  auto aduana_consumer = bb.MakeConsumer(bb.aduana);
+  CallResult reply = aduana_consumer->Call("segip", "persona_consulta", "hola", {.end_user = "luis"});
+  EXPECT_TRUE(reply.status.ok()) << reply.status;
 }
 
 }  // namespace
