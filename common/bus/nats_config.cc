@@ -113,7 +113,8 @@ NatsPermissions NatsPermissionsFor(NatsUserRole role, std::string_view entity,
     case NatsUserRole::kRouter:
       // Forwards to providers and answers consumers (replies, error envelopes, relays).
       p.publish_allow = {fmt::format("chq.{}.svc.>", env), fmt::format("_INBOX.{}.>", env)};
-      p.subscribe_allow = {fmt::format("chq.{}.req.>", env), "_INBOX._router.>"};
+      p.subscribe_allow = {fmt::format("chq.{}.req.>", env),
+                           fmt::format("_INBOX._router.{}.>", env)};
       p.allow_responses = false;
       break;
   }

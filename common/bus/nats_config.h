@@ -7,7 +7,7 @@
 //                       subscribe chq.V.svc.E.>  _INBOX.V.E.>
 //                       allow_responses (answers a router's reply subject, once per request)
 //   router in env V     publish   chq.V.svc.>  _INBOX.V.>
-//                       subscribe chq.V.req.>  _INBOX._router.>
+//                       subscribe chq.V.req.>  _INBOX._router.V.>
 //
 // Everything here is pure and thread-safe except NewNatsPassword (reads the OS's entropy) and
 // BcryptHash (CPU-heavy by design: ~0.15 s at cost 11).

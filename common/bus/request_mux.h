@@ -2,7 +2,7 @@
 // Many requests in flight on one wildcard reply subscription (nats.c has no asynchronous
 // request call). Reply subjects are `<inbox_prefix>.<n>`; the mux subscribes `<inbox_prefix>.*`.
 // Callers choose the prefix (DESIGN.md: `_INBOX.<env>.<entity>.<client>` for entities,
-// `_INBOX._router.<id>` for routers), never nats.c's default inbox.
+// `_INBOX._router.<env>.<id>` for routers), never nats.c's default inbox.
 
 #include <cstdint>
 #include <functional>

@@ -39,8 +39,8 @@ std::string EntityInboxPrefix(std::string_view env, std::string_view entity) {
   return fmt::format("_INBOX.{}.{}", env, entity);
 }
 
-std::string RouterInboxPrefix(std::string_view router_id) {
-  return fmt::format("_INBOX._router.{}", router_id);
+std::string RouterInboxPrefix(std::string_view env, std::string_view router_id) {
+  return fmt::format("_INBOX._router.{}.{}", env, router_id);
 }
 
 bool IsReplySubjectUnder(std::string_view reply, std::string_view prefix) {

@@ -24,8 +24,9 @@ std::string ServiceSubjectFor(std::string_view env, std::string_view provider,
                               std::string_view service);
 // `_INBOX.<env>.<entity>`: every reply to that entity goes below it.
 std::string EntityInboxPrefix(std::string_view env, std::string_view entity);
-// `_INBOX._router.<router_id>`.
-std::string RouterInboxPrefix(std::string_view router_id);
+// `_INBOX._router.<env>.<router_id>`: scoped by env, so one env's routers never read another's
+// forwarded replies.
+std::string RouterInboxPrefix(std::string_view env, std::string_view router_id);
 
 // True if `reply` lies strictly below `prefix` (`prefix.` followed by at least one token) and
 // is a plain subject: no wildcards, no empty tokens, no whitespace.

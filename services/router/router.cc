@@ -316,7 +316,8 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Start(const RouterOptions& optio
   router->registry_ = std::move(registry);
   router->metrics_ = std::make_unique<RouterMetrics>(*router->registry_, options.env);
   CHASQUI_ASSIGN_OR_RETURN(router->mux_,
-                           RequestMux::Create(bus, RouterInboxPrefix(options.router_id)));
+                           RequestMux::Create(bus, RouterInboxPrefix(options.env,
+                                                                        options.router_id)));
   router->core_ = std::make_unique<RouterCore>(options, bus, router->mux_.get(),
                                                std::move(identity), std::move(trust),
                                                router->metrics_.get(), clock);

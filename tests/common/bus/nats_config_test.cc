@@ -112,12 +112,12 @@ TEST(NatsConfigTest, EachUserGetsExactlyItsSubjects) {
 
   const Granted& router = users.at("router.test");
   EXPECT_THAT(router.publish, ElementsAre("chq.test.svc.>", "_INBOX.test.>"));
-  EXPECT_THAT(router.subscribe, ElementsAre("chq.test.req.>", "_INBOX._router.>"));
+  EXPECT_THAT(router.subscribe, ElementsAre("chq.test.req.>", "_INBOX._router.test.>"));
   EXPECT_FALSE(router.allow_responses);
 
   const Granted& router_prod = users.at("router.prod");
   EXPECT_THAT(router_prod.publish, ElementsAre("chq.prod.svc.>", "_INBOX.prod.>"));
-  EXPECT_THAT(router_prod.subscribe, ElementsAre("chq.prod.req.>", "_INBOX._router.>"));
+  EXPECT_THAT(router_prod.subscribe, ElementsAre("chq.prod.req.>", "_INBOX._router.prod.>"));
 
   // Every connection must log in; the listen address is the one asked for; no deny lists or
   // wildcard users that would widen the plan.
@@ -139,7 +139,7 @@ TEST(NatsConfigTest, PermissionsForMatchTheSubjectPlan) {
   EXPECT_TRUE(e.allow_responses);
   const NatsPermissions r = NatsPermissionsFor(NatsUserRole::kRouter, "ignored", "test");
   EXPECT_THAT(r.publish_allow, ElementsAre("chq.test.svc.>", "_INBOX.test.>"));
-  EXPECT_THAT(r.subscribe_allow, ElementsAre("chq.test.req.>", "_INBOX._router.>"));
+  EXPECT_THAT(r.subscribe_allow, ElementsAre("chq.test.req.>", "_INBOX._router.test.>"));
   EXPECT_FALSE(r.allow_responses);
   EXPECT_EQ(NatsUserName(NatsUserRole::kRouter, "router", "prod"), "router.prod");
   EXPECT_EQ(NatsUserName(NatsUserRole::kEntity, "segip", "test"), "segip.test");

@@ -313,7 +313,7 @@ TEST_F(PermissionsTest, AProviderAnswersARouterOnlyThroughTheResponsePermission)
   auto segip = As("segip.test");
   ASSERT_TRUE(router && segip);
   Received at_router;
-  auto inbox = Sub(*router, "_INBOX._router.>", at_router);
+  auto inbox = Sub(*router, "_INBOX._router.test.>", at_router);
   ASSERT_TRUE(router->Flush(absl::Seconds(5)).ok());
   Bus* provider = segip.get();
   auto svc = segip->Subscribe("chq.test.svc.segip.>", [provider](const BusMessage& m) {
@@ -321,7 +321,7 @@ TEST_F(PermissionsTest, AProviderAnswersARouterOnlyThroughTheResponsePermission)
     const std::string reply(m.reply);
     if (data == "first") {
       // Unasked: no response permission for this subject.
-      (void)provider->Publish("_INBOX._router.r1.999", "unsolicited");
+      (void)provider->Publish("_INBOX._router.test.r1.999", "unsolicited");
       (void)provider->Publish(reply, "answer 1");
       // The permission covers one response.
       (void)provider->Publish(reply, "answer 1 again");
@@ -332,15 +332,15 @@ TEST_F(PermissionsTest, AProviderAnswersARouterOnlyThroughTheResponsePermission)
   ASSERT_TRUE(svc.ok()) << svc.status();
   ASSERT_TRUE(segip->Flush(absl::Seconds(5)).ok());
 
-  ASSERT_TRUE(router->Publish("chq.test.svc.segip.x", "first", "_INBOX._router.r1.1").ok());
-  ASSERT_TRUE(WaitFor([&] { return at_router.Has("_INBOX._router.r1.1"); }, kBound));
+  ASSERT_TRUE(router->Publish("chq.test.svc.segip.x", "first", "_INBOX._router.test.r1.1").ok());
+  ASSERT_TRUE(WaitFor([&] { return at_router.Has("_INBOX._router.test.r1.1"); }, kBound));
   // A second request: its answer follows whatever segip sent before, on the same path.
-  ASSERT_TRUE(router->Publish("chq.test.svc.segip.x", "second", "_INBOX._router.r1.2").ok());
-  ASSERT_TRUE(WaitFor([&] { return at_router.Has("_INBOX._router.r1.2"); }, kBound));
-  EXPECT_THAT(at_router.All(), ElementsAre(Pair("_INBOX._router.r1.1", "answer 1"),
-                                           Pair("_INBOX._router.r1.2", "answer 2")));
-  EXPECT_TRUE(DeniedPublish("segip.test", "_INBOX._router.r1.999"));
-  EXPECT_TRUE(DeniedPublish("segip.test", "_INBOX._router.r1.1"));
+  ASSERT_TRUE(router->Publish("chq.test.svc.segip.x", "second", "_INBOX._router.test.r1.2").ok());
+  ASSERT_TRUE(WaitFor([&] { return at_router.Has("_INBOX._router.test.r1.2"); }, kBound));
+  EXPECT_THAT(at_router.All(), ElementsAre(Pair("_INBOX._router.test.r1.1", "answer 1"),
+                                           Pair("_INBOX._router.test.r1.2", "answer 2")));
+  EXPECT_TRUE(DeniedPublish("segip.test", "_INBOX._router.test.r1.999"));
+  EXPECT_TRUE(DeniedPublish("segip.test", "_INBOX._router.test.r1.1"));
 }
 
 TEST_F(PermissionsTest, TheRouterForgesNoRequestsAndStaysInItsEnv) {
@@ -349,6 +349,8 @@ TEST_F(PermissionsTest, TheRouterForgesNoRequestsAndStaysInItsEnv) {
   ASSERT_TRUE(router && sin);
   Received at_router;
   auto sub = Sub(*router, "chq.test.req.>", at_router);
+  // Another env's routers' inbox: their forwarded replies are not this router's to read.
+  auto spy = router->Subscribe("_INBOX._router.prod.>", at_router.Handler());
   ASSERT_TRUE(router->Flush(absl::Seconds(5)).ok());
 
   ASSERT_TRUE(router->Publish("chq.test.req.sin.segip.x", "forged by the router").ok());
@@ -361,6 +363,7 @@ TEST_F(PermissionsTest, TheRouterForgesNoRequestsAndStaysInItsEnv) {
   EXPECT_TRUE(DeniedPublish("router.test", "chq.test.req.sin.segip.x"));
   EXPECT_TRUE(DeniedPublish("router.test", "_INBOX.prod.sin.c1.1"));
   EXPECT_TRUE(DeniedPublish("router.test", "chq.evt.anything"));
+  EXPECT_TRUE(DeniedSubscription("router.test", "_INBOX._router.prod.>"));
 }
 
 // The whole path (consumer SDK -> router -> provider SDK and back) under the generated
