@@ -87,6 +87,16 @@ keys() {
   "$CHASQUI" trust --out "$DATA/trust.json" \
     "$KEYS/segip.$ENV_NAME.pub" "$KEYS/sin.$ENV_NAME.pub" "$KEYS/router.$ENV_NAME.pub" >/dev/null
   echo "keys in $KEYS (private keys mode 0600); trust file $DATA/trust.json"
+  # The bus enforces the subject plan: one nats-server user per entity and env, one for the
+  # routers, each allowed only its own subjects; passwords in 0600 files, bcrypt in the config.
+  if [ ! -f "$DATA/nats.conf" ]; then
+    "$CHASQUI" nats-config --trust "$DATA/trust.json" --env "$ENV_NAME" --out "$DATA/nats.conf" \
+      --secrets-dir "$KEYS/nats" --listen "127.0.0.1:$NATS_PORT"
+  fi
+}
+
+nats_login() {  # nats_login ENTITY: the flags that log ENTITY's process into the bus
+  echo --nats "$NATS_URL" --nats-user "$1.$ENV_NAME" --nats-password-file "$KEYS/nats/$1.$ENV_NAME.password"
 }
 
 up() {
@@ -97,16 +107,19 @@ up() {
   say "keys and trust"
   keys
   say "start"
-  start nats nats-server -a 127.0.0.1 -p "$NATS_PORT" -sd "$DATA/nats" -l "$LOGS/nats-server.log"
+  start nats nats-server -c "$DATA/nats.conf" -sd "$DATA/nats" -l "$LOGS/nats-server.log"
   wait_for 10 "nats-server on 127.0.0.1:$NATS_PORT" bash -c "exec 3<>/dev/tcp/127.0.0.1/$NATS_PORT"
-  start router "$ROUTER" --env "$ENV_NAME" --nats "$NATS_URL" --key "$KEYS/router.$ENV_NAME.key" \
+  # shellcheck disable=SC2046 # nats_login's words are separate flags
+  start router "$ROUTER" --env "$ENV_NAME" $(nats_login router) --key "$KEYS/router.$ENV_NAME.key" \
     --trust "$DATA/trust.json" --id local1 --ops-port "$OPS_PORT" \
     --freshness-window-ms "$WINDOW_MS"
   start registry python3 deploy/demo_registry.py --port "$REGISTRY_PORT"
-  start segip "$GATEWAY" --env "$ENV_NAME" --nats "$NATS_URL" --key "$KEYS/segip.$ENV_NAME.key" \
+  # shellcheck disable=SC2046
+  start segip "$GATEWAY" --env "$ENV_NAME" $(nats_login segip) --key "$KEYS/segip.$ENV_NAME.key" \
     --trust "$DATA/trust.json" --listen "127.0.0.1:$SEGIP_GW_PORT" --ops-port "$SEGIP_OPS_PORT" \
     --serve "persona_consulta=http://127.0.0.1:$REGISTRY_PORT/persona" --upstream-timeout-ms 4000
-  start sin "$GATEWAY" --env "$ENV_NAME" --nats "$NATS_URL" --key "$KEYS/sin.$ENV_NAME.key" \
+  # shellcheck disable=SC2046
+  start sin "$GATEWAY" --env "$ENV_NAME" $(nats_login sin) --key "$KEYS/sin.$ENV_NAME.key" \
     --trust "$DATA/trust.json" --listen "127.0.0.1:$SIN_GW_PORT" --ops-port "$SIN_OPS_PORT" \
     --api-key-file "$KEYS/sin-api.key"
   wait_for 20 "segip's gateway" curl -sf "http://127.0.0.1:$SEGIP_OPS_PORT/readyz"
@@ -134,9 +147,9 @@ status() {
   echo
 }
 
-call() {  # call ENTITY SERVICE BODY [extra args]
+call() {  # call ENTITY SERVICE BODY [extra args]: ENTITY's key, straight onto the bus
   local who=$1 service=$2 body=$3; shift 3
-  "$CHASQUI" call --nats "$NATS_URL" --key "$KEYS/$who.$ENV_NAME.key" --trust "$DATA/trust.json" \
+  "$CHASQUI" call --key "$KEYS/$who.$ENV_NAME.key" --trust "$DATA/trust.json" \
     --provider segip --service "$service" --end-user ana.perez --purpose "demo" --body "$body" "$@"
 }
 
@@ -144,7 +157,11 @@ ask() {  # ask SERVICE BODY [curl args]: sin's system asks through sin's gateway
   local service=$1 body=$2; shift 2
   local shown="" a
   for a in "$@"; do
-    case "$a" in -H) ;; Authorization:*) shown+=" -H 'Authorization: Bearer <sin-api.key>'" ;; *) shown+=" -H '$a'" ;; esac
+    case "$a" in
+      -H) ;;
+      "Authorization: Bearer $(cat "$KEYS/sin-api.key")") shown+=" -H 'Authorization: Bearer <sin-api.key>'" ;;
+      *) shown+=" -H '$a'" ;;
+    esac
   done
   echo "\$ curl -X POST http://127.0.0.1:$SIN_GW_PORT/v1/segip/$service$shown -d '$body'"
   curl -s -i -X POST "http://127.0.0.1:$SIN_GW_PORT/v1/segip/$service" \
@@ -164,8 +181,10 @@ demo() {
   ask persona_consulta '{"ci":"4567890"}' -H "Authorization: Bearer $key"
   say "3. a service nobody serves"
   ask persona_historial '{"ci":"4567890"}' -H "Authorization: Bearer $key" -H "X-Chasqui-End-User: ana.perez"
-  say "4. mallory, whose key the platform never enrolled, calls segip directly over NATS"
-  call mallory persona_consulta '{"ci":"4567890"}' || echo "-> refused, as it must be"
+  say "4. a system inside sin without sin's API key"
+  ask persona_consulta '{"ci":"4567890"}' -H "Authorization: Bearer not-the-key" -H "X-Chasqui-End-User: ana.perez"
+  say "5. mallory, whom the platform never enrolled, goes straight to the bus"
+  call mallory persona_consulta '{"ci":"4567890"}' --nats "$NATS_URL" || echo "-> refused by nats-server: mallory has no user on the bus"
   say "what the router counted (chasqui_router_requests_total)"
   curl -s "http://127.0.0.1:$OPS_PORT/metrics" | grep '^chasqui_router_requests_total' || true
   say "the router's log"

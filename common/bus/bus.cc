@@ -533,7 +533,8 @@ absl::StatusOr<std::unique_ptr<Bus>> Bus::Connect(const BusOptions& options) {
     std::string_view hint = "; is nats-server running and reachable at that url?";
     if (code == absl::StatusCode::kUnauthenticated) {
       hint = options.user.empty()
-                 ? "; nats-server wants a user and password (BusOptions.user/password)"
+                 ? "; nats-server wants a user and password (--nats-user and "
+                   "--nats-password-file; `chasqui nats-config` makes them)"
                  : "; nats-server refused this user and password: check both, and that the user "
                    "is in its configuration";
     }
