@@ -16,6 +16,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   curl ca-certificates python3
   prometheus
+  wrk nginx-light
 )
 
 missing=()
@@ -38,6 +39,11 @@ DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recomme
 
 # Debian's prometheus package starts a system-wide server on :9090 where systemd runs; the
 # backbone's tests start their own on a free loopback port, so one we just installed is stopped.
-if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
-  $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
-fi
+# Likewise nginx (benchmarks/http_load starts its own on free ports) on :80.
+for service in prometheus nginx; do
+  pkg=$service
+  [ "$service" = nginx ] && pkg=nginx-light
+  if [[ " ${missing[*]} " == *" $pkg "* ]] && command -v systemctl >/dev/null 2>&1; then
+    $SUDO systemctl disable --now "$service" >/dev/null 2>&1 || true
+  fi
+done

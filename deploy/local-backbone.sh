@@ -117,7 +117,7 @@ up() {
   # shellcheck disable=SC2046
   start segip "$GATEWAY" --env "$ENV_NAME" $(nats_login segip) --key "$KEYS/segip.$ENV_NAME.key" \
     --trust "$DATA/trust.json" --listen "127.0.0.1:$SEGIP_GW_PORT" --ops-port "$SEGIP_OPS_PORT" \
-    --serve "persona_consulta=http://127.0.0.1:$REGISTRY_PORT/persona" --upstream-timeout-ms 4000
+    --serve "persona_consulta=http://127.0.0.1:$REGISTRY_PORT/persona"
   # shellcheck disable=SC2046
   start sin "$GATEWAY" --env "$ENV_NAME" $(nats_login sin) --key "$KEYS/sin.$ENV_NAME.key" \
     --trust "$DATA/trust.json" --listen "127.0.0.1:$SIN_GW_PORT" --ops-port "$SIN_OPS_PORT" \

@@ -50,6 +50,10 @@ absl::Status CheckHeaderShape(const v1::Header& h) {
   if (auto s = CheckText("purpose", h.purpose(), kMaxTextFieldBytes); !s.ok()) return s;
   if (auto s = CheckText("annex_id", h.annex_id(), kMaxTextFieldBytes); !s.ok()) return s;
   if (auto s = CheckText("consent_ref", h.consent_ref(), kMaxTextFieldBytes); !s.ok()) return s;
+  if (auto s = CheckText("idempotency_key", h.idempotency_key(), kMaxIdempotencyKeyBytes);
+      !s.ok()) {
+    return s;
+  }
   if (h.kind() == v1::KIND_REQUEST && h.end_user().empty()) {
     return Bad("header end_user is mandatory on a request: name the official it runs for");
   }

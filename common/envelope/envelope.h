@@ -20,6 +20,9 @@ inline constexpr size_t kDefaultMaxEnvelopeBytes = 1024 * 1024;
 // Bounds on free-text header fields, so a header stays small.
 inline constexpr size_t kMaxEndUserBytes = 128;
 inline constexpr size_t kMaxTextFieldBytes = 256;
+// Header.idempotency_key: the router refuses longer ones or control characters; gateways
+// accept printable ASCII only (services/gateway/idempotency.h).
+inline constexpr size_t kMaxIdempotencyKeyBytes = 128;
 inline constexpr size_t kMaxErrorMessageBytes = 1024;
 
 struct ParsedEnvelope {

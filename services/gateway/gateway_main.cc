@@ -66,7 +66,8 @@ int main(int argc, char** argv) {
   std::string listen = "127.0.0.1:8080";
   std::string api_key_file;
   int64_t call_timeout_ms = 10'000;
-  int64_t upstream_timeout_ms = 5'000;
+  int64_t upstream_timeout_ms = 4'000;
+  int64_t idempotency_ttl_s = 24 * 3600;
   std::vector<std::string> serve_specs;
   bus_options.url = "nats://127.0.0.1:4222";
 
@@ -94,8 +95,26 @@ int main(int argc, char** argv) {
                  "how long a consumer call waits for the platform's answer")
       ->capture_default_str();
   app.add_option("--upstream-timeout-ms", upstream_timeout_ms,
-                 "how long the provider side waits for the entity's system; keep it below the "
-                 "router's --provider-timeout-ms")
+                 "how long the provider side waits for the entity's system; below the router's "
+                 "--provider-timeout-ms (5000), so a slow system reaches the consumer as "
+                 "PROVIDER_ERROR (502) naming this wait rather than as the router's TIMEOUT (504)")
+      ->capture_default_str();
+  app.add_option("--provider-workers", options.provider_workers,
+                 "upstream calls in flight at once, per served service")
+      ->capture_default_str();
+  app.add_option("--provider-queue", options.provider_queue,
+                 "requests that may wait for a free worker, per served service; past that they "
+                 "are answered UNAVAILABLE (503, \"saturated\") at once")
+      ->capture_default_str();
+  app.add_option("--idempotency-ttl-s", idempotency_ttl_s,
+                 "how long the provider side remembers the answer to a request that carried an "
+                 "Idempotency-Key")
+      ->capture_default_str();
+  app.add_option("--idempotency-max-entries", options.idempotency.max_entries,
+                 "most answers remembered for Idempotency-Key repeats (oldest forgotten first)")
+      ->capture_default_str();
+  app.add_option("--idempotency-max-bytes", options.idempotency.max_bytes,
+                 "most bytes of answers remembered for Idempotency-Key repeats")
       ->capture_default_str();
   app.add_option("--serve", serve_specs,
                  "SERVICE=URL: serve SERVICE by POSTing to the entity system at URL (repeatable)");
@@ -127,6 +146,7 @@ int main(int argc, char** argv) {
   options.port = address->second;
   options.call_timeout = absl::Milliseconds(call_timeout_ms);
   options.upstream_timeout = absl::Milliseconds(upstream_timeout_ms);
+  options.idempotency.ttl = absl::Seconds(idempotency_ttl_s);
   for (const std::string& spec : serve_specs) {
     auto served = chasqui::ParseServeSpec(spec);
     if (!served.ok()) return Fail(served.status());
@@ -153,10 +173,13 @@ int main(int argc, char** argv) {
   bus_options.name = fmt::format("chasqui-gateway-{}", entity);
   CHQ_LOG_INFO(
       "config: entity={} env={} nats={} key={} (serial {}) trust={} ({} keys for {}) listen={} "
-      "api key={} max body={} B call timeout={} ms upstream timeout={} ms serve={}",
+      "api key={} max body={} B call timeout={} ms upstream timeout={} ms serve={} provider "
+      "workers={} queue={} idempotency ttl={} s max entries={} max bytes={}",
       entity, env, bus_options.url, key_file, identity->pub.serial, trust_file, trust->size(), env,
       listen, api_key_file.empty() ? "none" : "from " + api_key_file, options.max_body_bytes,
-      call_timeout_ms, upstream_timeout_ms, options.serve.size());
+      call_timeout_ms, upstream_timeout_ms, options.serve.size(), options.provider_workers,
+      options.provider_queue, idempotency_ttl_s, options.idempotency.max_entries,
+      options.idempotency.max_bytes);
 
   chasqui::TerminationSignals signals;  // before any thread starts: they inherit the mask
 

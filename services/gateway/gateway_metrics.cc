@@ -21,7 +21,12 @@ GatewayMetrics::GatewayMetrics(prometheus::Registry& registry, std::string env)
       requests_(prometheus::BuildCounter()
                     .Name("chasqui_gateway_requests_total")
                     .Help("Requests the gateway finished, by direction and outcome code")
-                    .Register(registry)) {
+                    .Register(registry)),
+      without_upstream_(prometheus::BuildCounter()
+                            .Name("chasqui_gateway_provide_without_upstream_total")
+                            .Help("Requests the provider side answered without calling the "
+                                  "entity's system, by reason (saturated, remembered, ...)")
+                            .Register(registry)) {
   auto& duration = prometheus::BuildHistogram()
                        .Name("chasqui_gateway_request_duration_seconds")
                        .Help("Time the gateway held a request: HTTP in to HTTP out (consume), "
@@ -54,6 +59,31 @@ void GatewayMetrics::CountRequest(Direction direction, std::string_view provider
   }
   counter->Increment();
   (direction == Direction::kConsume ? consume_duration_ : provide_duration_)->Observe(seconds);
+}
+
+}  // namespace chasqui
+
+namespace chasqui {
+
+void GatewayMetrics::CountAnsweredWithoutUpstream(std::string_view service,
+                                                  std::string_view reason, v1::Code code) {
+  const std::string key = fmt::format("without\n{}\n{}\n{}", service, reason,
+                                      static_cast<int>(code));
+  prometheus::Counter* counter;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = counters_.find(key);
+    if (it == counters_.end()) {
+      counter = &without_upstream_.Add({{"env", env_},
+                                        {"service", std::string(service)},
+                                        {"reason", std::string(reason)},
+                                        {"code", std::string(CodeName(code))}});
+      counters_.emplace(key, counter);
+    } else {
+      counter = it->second;
+    }
+  }
+  counter->Increment();
 }
 
 }  // namespace chasqui

@@ -27,10 +27,16 @@ class GatewayMetrics {
   // counters are cached per label set.
   void CountRequest(Direction direction, std::string_view provider, std::string_view service,
                     v1::Code code, double seconds);
+  // A request the provider side answered without calling the entity's system: `reason` is one
+  // of the SDK's fixed words (saturated, stale, stopping, remembered, joined, key_conflict,
+  // key_busy, bad_key). Thread-safe.
+  void CountAnsweredWithoutUpstream(std::string_view service, std::string_view reason,
+                                    v1::Code code);
 
  private:
   const std::string env_;
   prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Counter>& without_upstream_;
   prometheus::Histogram* consume_duration_;
   prometheus::Histogram* provide_duration_;
   absl::Mutex mu_;

@@ -91,7 +91,16 @@ class HttpGatewayImpl final : public HttpGateway {
     CHASQUI_ASSIGN_OR_RETURN(consumer_,
                              Consumer::Create(bus_, std::move(consumer_identity), trust_));
     if (!options_.serve.empty()) {
-      CHASQUI_ASSIGN_OR_RETURN(provider_, Provider::Create(bus_, std::move(identity), trust_));
+      ProviderOptions provider_options;
+      provider_options.workers = options_.provider_workers;
+      provider_options.queue_capacity = options_.provider_queue;
+      provider_options.idempotency = options_.idempotency;
+      provider_options.on_answered_without_handler =
+          [this](const std::string& service, v1::Code code, std::string_view reason) {
+            metrics_.CountAnsweredWithoutUpstream(service, reason, code);
+          };
+      CHASQUI_ASSIGN_OR_RETURN(
+          provider_, Provider::Create(bus_, std::move(identity), trust_, provider_options));
       UpstreamOptions upstream_options;
       upstream_options.timeout = options_.upstream_timeout;
       upstream_options.max_answer_bytes = options_.max_body_bytes;
@@ -102,8 +111,12 @@ class HttpGatewayImpl final : public HttpGateway {
             s.service, [this, upstream](const RequestContext& ctx, std::string_view body) {
               return Provide(*upstream, ctx, body);
             }));
-        CHQ_LOG_INFO("serving {} from upstream {} (timeout {} ms)", s.service,
-                     s.url.ToString(), absl::ToInt64Milliseconds(options_.upstream_timeout));
+        CHQ_LOG_INFO(
+            "serving {} from upstream {} (timeout {} ms, {} calls at once, {} may wait; "
+            "idempotent answers kept {} s, at most {})",
+            s.service, s.url.ToString(), absl::ToInt64Milliseconds(options_.upstream_timeout),
+            options_.provider_workers, options_.provider_queue,
+            absl::ToInt64Seconds(options_.idempotency.ttl), options_.idempotency.max_entries);
       }
       // The subscriptions are on the server before Start returns.
       CHASQUI_RETURN_IF_ERROR(bus_->Flush(absl::Seconds(5)));
@@ -126,7 +139,7 @@ class HttpGatewayImpl final : public HttpGateway {
     absl::MutexLock lock(&stop_mu_);
     if (stopped_.exchange(true)) return;
     if (listener_) listener_->Stop();  // the worker pool finishes the calls in flight first
-    provider_.reset();  // unsubscribes after the handler in flight returns
+    provider_.reset();  // unsubscribes, then waits for the upstream calls in flight
     consumer_.reset();
     if (port() != 0) CHQ_LOG_INFO("gateway {} stopped", entity_);
   }
@@ -211,6 +224,7 @@ class HttpGatewayImpl final : public HttpGateway {
     const std::string end_user = req.get_header_value(kHeaderEndUser);
     const std::string purpose = req.get_header_value(kHeaderPurpose);
     const std::string consent_ref = req.get_header_value(kHeaderConsentRef);
+    const std::string idempotency_key = req.get_header_value(kHeaderIdempotencyKey);
     absl::Status bad;
     if (end_user.empty()) {
       bad = ChasquiError(v1::BAD_REQUEST,
@@ -224,6 +238,12 @@ class HttpGatewayImpl final : public HttpGateway {
     } else if (auto s = CheckHeaderText(kHeaderConsentRef, consent_ref, kMaxTextFieldBytes);
                !s.ok()) {
       bad = s;
+    } else if (req.get_header_value_count(kHeaderIdempotencyKey) > 1) {
+      bad = ChasquiError(v1::BAD_REQUEST,
+                         fmt::format("header {} is given more than once; send one key",
+                                     kHeaderIdempotencyKey));
+    } else if (req.has_header(kHeaderIdempotencyKey)) {
+      bad = ValidateIdempotencyKey(idempotency_key);
     }
     if (!bad.ok()) {
       Refuse(req, res, ProblemFor(v1::BAD_REQUEST, MessageOf(bad), LocalRequestId()), provider,
@@ -235,6 +255,7 @@ class HttpGatewayImpl final : public HttpGateway {
     call.end_user = end_user;
     call.purpose = purpose;
     call.consent_ref = consent_ref;
+    call.idempotency_key = idempotency_key;
     call.timeout = options_.call_timeout;
     CallResult r = consumer_->Call(provider, service, req.body, call);
     if (!r.status.ok()) {
@@ -403,6 +424,20 @@ absl::Status ValidateGatewayOptions(const HttpGatewayOptions& o) {
   }
   if (o.upstream_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--upstream-timeout-ms: expected a positive number");
+  }
+  if (o.provider_workers < 1 || o.provider_workers > 1024) {
+    return absl::InvalidArgumentError(
+        fmt::format("--provider-workers {}: expected 1 to 1024", o.provider_workers));
+  }
+  if (o.provider_queue > 100'000) {
+    return absl::InvalidArgumentError(
+        fmt::format("--provider-queue {}: expected 0 to 100000", o.provider_queue));
+  }
+  if (o.idempotency.ttl <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--idempotency-ttl-s: expected a positive number");
+  }
+  if (o.idempotency.max_entries < 1) {
+    return absl::InvalidArgumentError("--idempotency-max-entries: expected at least 1");
   }
   if (o.http_threads < 1 || o.http_threads > 1024) {
     return absl::InvalidArgumentError(

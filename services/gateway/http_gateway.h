@@ -4,15 +4,21 @@
 //
 // Consumer side: `POST /v1/{provider}/{service}` with the request body, the end user in
 // `X-Chasqui-End-User` (mandatory), and optionally `X-Chasqui-Purpose` and
-// `X-Chasqui-Consent-Ref`. The SDK's Consumer seals, signs, sends through a router, verifies
-// and opens the answer. 200 with the provider's body and `X-Chasqui-Request-Id`, or the
+// `X-Chasqui-Consent-Ref`, and `Idempotency-Key` (1 to 128 printable ASCII characters; else
+// 400): a repeat with the same key and body, even after this gateway gave up waiting, gets the
+// provider's first answer without its system running the query again; the same key with
+// another body is 400. The SDK's Consumer seals, signs, sends through a router, verifies and
+// opens the answer. 200 with the provider's body and `X-Chasqui-Request-Id`, or the
 // status HttpStatusFor() gives the Chasqui code, with a problem document (http_problem.h).
 // Optional local API key: `Authorization: Bearer <key>`, compared in constant time.
 //
 // Provider side: each served service's requests (already verified and opened by the SDK's
 // Provider) are POSTed to the entity system's URL with the metadata as X-Chasqui-* headers;
-// see UpstreamClient for how its answers map to codes. The SDK runs one handler at a time per
-// service, so a slow upstream delays that service's other requests.
+// see UpstreamClient for how its answers map to codes. Each served service has its own
+// `provider_workers` upstream calls in flight at most, and `provider_queue` more waiting; past
+// that a request is answered UNAVAILABLE (503, "saturated") at once. Answers to requests with an
+// Idempotency-Key are remembered per (consumer, service, key) for `idempotency.ttl`; a repeat
+// while the first is still running waits for its answer (no 409).
 
 #include <cstddef>
 #include <cstdint>
@@ -29,6 +35,7 @@
 #include "common/envelope/identity.h"
 #include "prometheus/registry.h"
 #include "services/gateway/http_upstream.h"
+#include "services/gateway/idempotency.h"
 
 namespace chasqui {
 
@@ -46,10 +53,15 @@ struct HttpGatewayOptions {
   // How long a consumer call waits for the platform's answer. Keep it above the router's
   // provider timeout, so a slow provider shows as TIMEOUT from the router.
   absl::Duration call_timeout = absl::Seconds(10);
-  // How long the provider side waits for the entity's system. Keep it below the router's
-  // provider timeout (default 5 s).
-  absl::Duration upstream_timeout = absl::Seconds(5);
+  // How long the provider side waits for the entity's system. Below the router's provider
+  // timeout (default 5 s), so a slow system shows as PROVIDER_ERROR naming it, not as TIMEOUT.
+  absl::Duration upstream_timeout = absl::Seconds(4);
   std::vector<ServedService> serve;
+  // Upstream calls in flight at once per served service, and requests that may wait for one.
+  int provider_workers = 8;
+  size_t provider_queue = 64;
+  // What the provider side remembers of answers to requests with an Idempotency-Key.
+  IdempotencyOptions idempotency;
   // HTTP worker threads: each consumer call holds one until its answer comes.
   int http_threads = 16;
 };
@@ -77,8 +89,8 @@ class HttpGateway {
   // OK while the listener runs and the NATS connection is up; else why not (for /readyz).
   virtual absl::Status Ready() const = 0;
   // Stops accepting HTTP, waits for calls in flight (at most the call timeout), then stops
-  // serving the provider side (waiting for a handler in flight, at most the upstream
-  // timeout). Idempotent; thread-safe.
+  // serving the provider side (requests still waiting for a worker are answered UNAVAILABLE;
+  // upstream calls in flight finish, at most the upstream timeout). Idempotent; thread-safe.
   virtual void Stop() = 0;
 };
 

@@ -95,20 +95,36 @@ absl::StatusOr<ServedService> ParseServeSpec(std::string_view spec) {
 }
 
 UpstreamClient::UpstreamClient(UpstreamUrl url, UpstreamOptions options)
-    : url_(std::move(url)), options_(options) {
-  client_ = std::make_unique<httplib::Client>(fmt::format("{}://{}:{}", url_.scheme, url_.host,
-                                                          url_.port));
-  const auto timeout = absl::ToChronoMilliseconds(options_.timeout);
-  client_->set_connection_timeout(timeout);
-  client_->set_read_timeout(timeout);
-  client_->set_write_timeout(timeout);
-  // A fresh connection per call: a pooled one the upstream closed meanwhile would turn into a
-  // spurious PROVIDER_ERROR, and loopback connections are cheap.
-  client_->set_keep_alive(false);
-  client_->set_tcp_nodelay(true);  // head and body are separate writes (see http_gateway.cc)
-}
+    : url_(std::move(url)), options_(options) {}
 
 UpstreamClient::~UpstreamClient() = default;
+
+std::unique_ptr<httplib::Client> UpstreamClient::TakeClient() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!idle_.empty()) {
+      auto client = std::move(idle_.back());
+      idle_.pop_back();
+      return client;
+    }
+  }
+  auto client = std::make_unique<httplib::Client>(
+      fmt::format("{}://{}:{}", url_.scheme, url_.host, url_.port));
+  const auto timeout = absl::ToChronoMilliseconds(options_.timeout);
+  client->set_connection_timeout(timeout);
+  client->set_read_timeout(timeout);
+  client->set_write_timeout(timeout);
+  // A fresh connection per call: a pooled one the upstream closed meanwhile would turn into a
+  // spurious PROVIDER_ERROR, and loopback connections are cheap.
+  client->set_keep_alive(false);
+  client->set_tcp_nodelay(true);  // head and body are separate writes (see http_gateway.cc)
+  return client;
+}
+
+void UpstreamClient::ReturnClient(std::unique_ptr<httplib::Client> client) {
+  absl::MutexLock lock(&mu_);
+  idle_.push_back(std::move(client));
+}
 
 absl::StatusOr<std::string> UpstreamClient::Call(const RequestContext& context,
                                                  std::string_view body) {
@@ -116,7 +132,7 @@ absl::StatusOr<std::string> UpstreamClient::Call(const RequestContext& context,
   // must never carry one, so check again where it matters.
   for (const std::string* field :
        {&context.consumer, &context.service, &context.end_user, &context.purpose,
-        &context.consent_ref, &context.request_id}) {
+        &context.consent_ref, &context.request_id, &context.idempotency_key}) {
     if (HasControlChars(*field)) {
       return ChasquiError(v1::BAD_REQUEST, "request metadata contains control characters");
     }
@@ -131,6 +147,10 @@ absl::StatusOr<std::string> UpstreamClient::Call(const RequestContext& context,
   if (!context.purpose.empty()) req.set_header(kHeaderPurpose, context.purpose);
   if (!context.consent_ref.empty()) req.set_header(kHeaderConsentRef, context.consent_ref);
   req.set_header(kHeaderRequestId, context.request_id);
+  // The provider's system may keep its own record of keys; the gateway already answers repeats.
+  if (!context.idempotency_key.empty()) {
+    req.set_header(kHeaderIdempotencyKey, context.idempotency_key);
+  }
   req.body = std::string(body);
 
   const auto start = std::chrono::steady_clock::now();
@@ -152,10 +172,9 @@ absl::StatusOr<std::string> UpstreamClient::Call(const RequestContext& context,
     return true;
   };
 
-  httplib::Result res = [&] {
-    absl::MutexLock lock(&mu_);
-    return client_->send(req);
-  }();
+  std::unique_ptr<httplib::Client> client = TakeClient();
+  httplib::Result res = client->send(req);
+  ReturnClient(std::move(client));
   const auto elapsed = std::chrono::steady_clock::now() - start;
   const int64_t timeout_ms = absl::ToInt64Milliseconds(options_.timeout);
 

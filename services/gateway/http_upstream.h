@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -42,8 +43,8 @@ absl::StatusOr<ServedService> ParseServeSpec(std::string_view spec);
 
 struct UpstreamOptions {
   // The whole call: connect, send, and the answer's arrival. Keep it below the router's
-  // provider timeout, or the consumer sees TIMEOUT before this gateway gives up.
-  absl::Duration timeout = absl::Seconds(5);
+  // provider timeout (5 s by default), or the consumer sees TIMEOUT before this gateway gives up.
+  absl::Duration timeout = absl::Seconds(4);
   size_t max_answer_bytes = 256 * 1024;
 };
 
@@ -54,9 +55,10 @@ inline constexpr char kHeaderEndUser[] = "X-Chasqui-End-User";
 inline constexpr char kHeaderPurpose[] = "X-Chasqui-Purpose";
 inline constexpr char kHeaderConsentRef[] = "X-Chasqui-Consent-Ref";
 inline constexpr char kHeaderRequestId[] = "X-Chasqui-Request-Id";
+// From the consumer system to its gateway, and from the provider's gateway to its system.
+inline constexpr char kHeaderIdempotencyKey[] = "Idempotency-Key";
 
-// One service's upstream. Thread-safe (calls are serialized, as the SDK's Provider runs one
-// handler at a time per service anyway).
+// One service's upstream. Thread-safe: calls run concurrently, each on its own connection.
 class UpstreamClient {
  public:
   UpstreamClient(UpstreamUrl url, UpstreamOptions options);
@@ -72,10 +74,14 @@ class UpstreamClient {
   const UpstreamUrl& url() const { return url_; }
 
  private:
+  std::unique_ptr<httplib::Client> TakeClient();
+  void ReturnClient(std::unique_ptr<httplib::Client> client);
+
   const UpstreamUrl url_;
   const UpstreamOptions options_;
   absl::Mutex mu_;
-  std::unique_ptr<httplib::Client> client_ ABSL_GUARDED_BY(mu_);
+  // Clients not in use: configured once (and, for https, with their TLS context), reused.
+  std::vector<std::unique_ptr<httplib::Client>> idle_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace chasqui

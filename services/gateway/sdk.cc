@@ -1,6 +1,8 @@
 #include "services/gateway/sdk.h"
 
+#include <deque>
 #include <future>
+#include <thread>
 #include <utility>
 
 #include "common/core/burst.h"
@@ -89,6 +91,12 @@ void Consumer::CallAsync(std::string_view provider, std::string_view service,
                 "end_user is mandatory: name the official on whose behalf the query runs", id));
     return;
   }
+  if (!options.idempotency_key.empty()) {
+    if (absl::Status s = ValidateIdempotencyKey(options.idempotency_key); !s.ok()) {
+      done(Failed(v1::BAD_REQUEST, MessageOf(s), id));
+      return;
+    }
+  }
   const PublicIdentity* peer = trust_.Find(provider, Role::kEntity);
   if (peer == nullptr) {
     done(Failed(v1::NOT_FOUND,
@@ -114,6 +122,7 @@ void Consumer::CallAsync(std::string_view provider, std::string_view service,
   h.set_purpose(options.purpose);
   h.set_annex_id(options.annex_id);
   h.set_consent_ref(options.consent_ref);
+  h.set_idempotency_key(options.idempotency_key);
   h.set_sent_at_ms(clock_.NowUnixMillis());
   h.set_sender_cert(identity_.pub.serial);
   h.set_recipient_cert(peer->serial);
@@ -215,15 +224,118 @@ CallResult Consumer::Call(std::string_view provider, std::string_view service,
   return future.get();
 }
 
+namespace {
+
+// A bounded pool of worker threads for one served service. TryPush never blocks: the NATS
+// delivery thread hands work over or learns at once that there is no room.
+class WorkerPool {
+ public:
+  enum Fate : int { kRun, kStale, kStopping };
+  using Task = std::function<void(Fate)>;
+
+  WorkerPool(int workers, size_t capacity, absl::Duration max_wait, const Clock& clock)
+      : capacity_(capacity), max_wait_ns_(absl::ToInt64Nanoseconds(max_wait)), clock_(clock) {
+    threads_.reserve(workers);
+    for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { Work(); });
+  }
+  ~WorkerPool() { Stop(); }
+
+  // False if every worker is busy and `capacity` tasks already wait, or after Stop().
+  bool TryPush(Task task) {
+    absl::MutexLock lock(&mu_);
+    if (stopping_ || queue_.size() >= capacity_ + idle_) return false;
+    queue_.push_back(Item{clock_.NowMonoNanos(), std::move(task)});
+    return true;
+  }
+
+  // Tasks still waiting run with kStopping; the running ones finish; the threads are joined.
+  // Idempotent.
+  void Stop() {
+    {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
+    }
+    for (std::thread& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+  }
+
+  int workers() const { return static_cast<int>(threads_.size()); }
+  size_t capacity() const { return capacity_; }
+
+ private:
+  struct Item {
+    int64_t enqueued_ns;
+    Task task;
+  };
+
+  void Work() {
+    for (;;) {
+      Item item;
+      Fate fate;
+      {
+        absl::MutexLock lock(&mu_);
+        ++idle_;
+        mu_.Await(absl::Condition(
+            +[](WorkerPool* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) {
+              return p->stopping_ || !p->queue_.empty();
+            },
+            this));
+        --idle_;
+        if (queue_.empty()) return;  // stopping, nothing left
+        item = std::move(queue_.front());
+        queue_.pop_front();
+        if (stopping_) {
+          fate = kStopping;
+        } else if (clock_.NowMonoNanos() - item.enqueued_ns > max_wait_ns_) {
+          fate = kStale;
+        } else {
+          fate = kRun;
+        }
+      }
+      item.task(fate);
+    }
+  }
+
+  const size_t capacity_;
+  const int64_t max_wait_ns_;
+  const Clock& clock_;
+  absl::Mutex mu_;
+  std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);
+  size_t idle_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace
+
+struct Provider::ServedHandler {
+  std::string service;
+  Handler handler;
+  std::unique_ptr<WorkerPool> pool;  // null: the handler runs on the delivery thread
+};
+
+struct Provider::Job {
+  v1::Header request;
+  std::shared_ptr<const SessionKeys> keys;
+  std::string reply_to;
+  RequestContext context;
+  std::string body;
+  bool remember = false;  // begun in the idempotency store: Finish or Abandon it
+  IdempotencyKey key;
+};
+
 Provider::Provider(Bus* bus, Identity identity, TrustStore trust, ProviderOptions options,
                    const Clock& clock)
     : bus_(bus),
       identity_(std::move(identity)),
       trust_(std::move(trust)),
       clock_(clock),
-      root_cache_(clock, options.freshness_window_ms),
+      options_(std::move(options)),
+      root_cache_(clock, options_.freshness_window_ms),
       verifier_(trust_.env(), &root_cache_),
-      replay_(clock, options.freshness_window_ms),
+      replay_(clock, options_.freshness_window_ms),
+      idempotency_(NewMemoryIdempotencyStore(options_.idempotency, clock)),
       session_keys_(identity_.kx, SessionKeyCache::Side::kServer),
       signer_(identity_.sign, EnvelopeTag(trust_.env())) {}
 
@@ -232,38 +344,63 @@ absl::StatusOr<std::unique_ptr<Provider>> Provider::Create(Bus* bus, Identity id
                                                            ProviderOptions options,
                                                            const Clock& clock) {
   CHASQUI_RETURN_IF_ERROR(CheckOwnIdentity(identity, trust));
+  if (options.workers < 0 || options.workers > 1024) {
+    return absl::InvalidArgumentError(
+        fmt::format("provider workers {}: expected 0 (on the delivery thread) to 1024",
+                    options.workers));
+  }
   return std::unique_ptr<Provider>(
-      new Provider(bus, std::move(identity), std::move(trust), options, clock));
+      new Provider(bus, std::move(identity), std::move(trust), std::move(options), clock));
 }
 
 Provider::~Provider() {
   std::vector<std::unique_ptr<Subscription>> subs;
+  std::vector<std::unique_ptr<ServedHandler>> served;
   {
     absl::MutexLock lock(&mu_);
     subs.swap(subscriptions_);
+    served.swap(served_);
   }
-  subs.clear();
+  subs.clear();  // no new requests
+  // Waiting requests are answered UNAVAILABLE, running ones finish and answer.
+  for (auto& s : served) {
+    if (s->pool) s->pool->Stop();
+  }
   signer_.Stop();
 }
 
 absl::Status Provider::Serve(std::string_view service, Handler handler) {
   CHASQUI_RETURN_IF_ERROR(ValidateName("service", service));
   const std::string subject = ServiceSubjectFor(trust_.env(), identity_.pub.entity, service);
+  auto served = std::make_unique<ServedHandler>();
+  served->service = std::string(service);
+  served->handler = std::move(handler);
+  if (options_.workers > 0) {
+    served->pool = std::make_unique<WorkerPool>(options_.workers, options_.queue_capacity,
+                                                options_.max_queue_wait, clock_);
+  }
+  ServedHandler* s = served.get();
   CHASQUI_ASSIGN_OR_RETURN(
       auto sub,
       bus_->QueueSubscribe(subject, fmt::format("chq.svc.{}.{}", identity_.pub.entity, service),
-                           [this, s = std::string(service), h = std::move(handler)](
-                               const BusMessage& msg) { HandleRequest(s, h, msg); }));
+                           [this, s](const BusMessage& msg) { HandleRequest(*s, msg); }));
   absl::MutexLock lock(&mu_);
+  served_.push_back(std::move(served));
   subscriptions_.push_back(std::move(sub));
-  CHQ_LOG_INFO("provider {} serving {} on {}", identity_.pub.entity, service, subject);
+  if (options_.workers > 0) {
+    CHQ_LOG_INFO("provider {} serving {} on {} ({} workers, {} may wait)", identity_.pub.entity,
+                 service, subject, options_.workers, options_.queue_capacity);
+  } else {
+    CHQ_LOG_INFO("provider {} serving {} on {}", identity_.pub.entity, service, subject);
+  }
   return absl::OkStatus();
 }
 
-void Provider::HandleRequest(const std::string& service, const Handler& handler,
-                             const BusMessage& msg) {
-  // Only a router may ask (its inbox is _INBOX._router.<id>); anything else is not answered.
-  if (!IsReplySubjectUnder(msg.reply, "_INBOX._router")) {
+void Provider::HandleRequest(ServedHandler& served, const BusMessage& msg) {
+  const std::string& service = served.service;
+  // Only a router of this env may ask (its inbox is _INBOX._router.<env>.<id>); anything else
+  // is not answered.
+  if (!IsReplySubjectUnder(msg.reply, "_INBOX._router." + trust_.env())) {
     ++refused_;
     CHQ_LOG_WARN("request on {} with reply subject \"{}\" not from a router; dropped",
                  msg.subject, Printable(msg.reply));
@@ -326,31 +463,167 @@ void Provider::HandleRequest(const std::string& service, const Handler& handler,
     refuse(h, body.status());
     return;
   }
-  ++handled_;
-  RequestContext ctx{h.consumer(),  h.service(),     h.service_version(), h.end_user(),
-                     h.purpose(),   h.consent_ref(), ToHex(h.id())};
-  // Replies held for this burst's signature must not wait behind a slow provider system.
-  if (last_handler_ns_.load(std::memory_order_relaxed) > kMaxBurstHoldNanos) EndBurstNow();
-  const int64_t started = clock_.NowMonoNanos();
-  absl::StatusOr<std::string> result = handler(ctx, *body);
-  last_handler_ns_.store(clock_.NowMonoNanos() - started, std::memory_order_relaxed);
-  if (!result.ok()) {
-    // A plain error from the provider's system is PROVIDER_ERROR; a ChasquiError keeps its code.
-    const v1::Code code =
-        HasChasquiCode(result.status()) ? ChasquiCode(result.status()) : v1::PROVIDER_ERROR;
-    // The system's own words may name a person: the header says only the code, and the words
-    // travel sealed for the consumer.
-    v1::Header error = ErrorHeader(h, code, "the provider's system refused or failed; details "
-                                            "sealed for the consumer");
-    error.set_recipient_cert(h.sender_cert());
-    std::string sealed = SealBody(error, (*keys)->tx, nonces_, MessageOf(result.status()));
-    Send(reply_to, std::move(error), std::move(sealed));
+  if (!h.idempotency_key().empty()) {
+    if (absl::Status s = ValidateIdempotencyKey(h.idempotency_key()); !s.ok()) {
+      refuse(h, s);
+      Notify(service, v1::BAD_REQUEST, "bad_key");
+      return;
+    }
+  }
+
+  auto job = std::make_shared<Job>();
+  job->request = h;
+  job->keys = *std::move(keys);
+  job->reply_to = reply_to;
+  job->context = RequestContext{h.consumer(),    h.service(),     h.service_version(),
+                                h.end_user(),    h.purpose(),     h.consent_ref(),
+                                ToHex(h.id()),   h.idempotency_key()};
+  job->body = *std::move(body);
+
+  if (!h.idempotency_key().empty()) {
+    job->key = IdempotencyKey{h.consumer(), service, h.idempotency_key()};
+    RememberedAnswer remembered;
+    // A repeat that joins a running request is answered when that one finishes, on the thread
+    // that finishes it; this delivery thread moves on.
+    auto begun = idempotency_->Begin(
+        job->key, Blake2b256(job->body), &remembered,
+        [this, job](const RememberedAnswer& answer) {
+          Answer(*job, answer);
+          Notify(job->context.service, answer.code, "joined");
+        });
+    switch (begun) {
+      case IdempotencyStore::Begun::kStarted:
+        job->remember = true;
+        break;
+      case IdempotencyStore::Begun::kAnswered:
+        Answer(*job, remembered);
+        Notify(service, remembered.code, "remembered");
+        return;
+      case IdempotencyStore::Begun::kJoined:
+        return;
+      case IdempotencyStore::Begun::kConflict:
+        AnswerWithoutHandler(*job, v1::BAD_REQUEST,
+                             "Idempotency-Key reused with a different body", "key_conflict");
+        return;
+      case IdempotencyStore::Begun::kTooMany:
+        AnswerWithoutHandler(
+            *job, v1::UNAVAILABLE,
+            fmt::format("{} repeats of this Idempotency-Key already wait for the first to finish; "
+                        "retry later",
+                        kMaxWaitersPerKey),
+            "key_busy");
+        return;
+    }
+  }
+
+  if (!served.pool) {
+    RunJob(served, *job, WorkerPool::kRun);
     return;
   }
-  v1::Header reply = AnswerHeader(h, v1::KIND_REPLY);
-  reply.set_recipient_cert(h.sender_cert());
-  std::string sealed = SealBody(reply, (*keys)->tx, nonces_, *result);
-  Send(reply_to, std::move(reply), std::move(sealed));
+  ServedHandler* s = &served;
+  if (!served.pool->TryPush(
+          [this, s, job](WorkerPool::Fate fate) { RunJob(*s, *job, fate); })) {
+    AnswerWithoutHandler(
+        *job, v1::UNAVAILABLE,
+        fmt::format("the provider gateway is saturated: {} calls to {} are running and {} are "
+                    "waiting; retry later",
+                    served.pool->workers(), service, served.pool->capacity()),
+        "saturated");
+  }
+}
+
+void Provider::RunJob(ServedHandler& served, Job& job, int fate) {
+  if (fate == WorkerPool::kStale) {
+    AnswerWithoutHandler(
+        job, v1::UNAVAILABLE,
+        fmt::format("the provider gateway is saturated: the request waited more than {} ms for a "
+                    "free worker; retry later",
+                    absl::ToInt64Milliseconds(options_.max_queue_wait)),
+        "stale");
+    return;
+  }
+  if (fate == WorkerPool::kStopping) {
+    AnswerWithoutHandler(job, v1::UNAVAILABLE, "the provider gateway is shutting down", "stopping");
+    return;
+  }
+  ++handled_;
+  // On the delivery thread, replies held for this burst's signature must not wait behind a slow
+  // provider system. (On a worker thread there is no burst: this is a no-op.)
+  if (last_handler_ns_.load(std::memory_order_relaxed) > kMaxBurstHoldNanos) EndBurstNow();
+  const int64_t started = clock_.NowMonoNanos();
+  absl::StatusOr<std::string> result = served.handler(job.context, job.body);
+  last_handler_ns_.store(clock_.NowMonoNanos() - started, std::memory_order_relaxed);
+  RememberedAnswer answer;
+  if (result.ok()) {
+    answer.body = *std::move(result);
+  } else {
+    // A plain error from the provider's system is PROVIDER_ERROR; a ChasquiError keeps its code.
+    answer.code =
+        HasChasquiCode(result.status()) ? ChasquiCode(result.status()) : v1::PROVIDER_ERROR;
+    answer.body = MessageOf(result.status());
+  }
+  Answer(job, answer);
+  if (job.remember) {
+    // UNAVAILABLE means "not done": a repeat should try again, not hear it again.
+    if (answer.code == v1::UNAVAILABLE) {
+      idempotency_->Abandon(job.key, answer);
+    } else {
+      idempotency_->Finish(job.key, std::move(answer));
+    }
+  }
+}
+
+void Provider::Answer(const Job& job, const RememberedAnswer& answer) {
+  if (answer.code != v1::OK) {
+    // The system's own words may name a person: the header says only the code, and the words
+    // travel sealed for the consumer.
+    v1::Header error = ErrorHeader(job.request, answer.code,
+                                   "the provider's system refused or failed; details sealed for "
+                                   "the consumer");
+    error.set_recipient_cert(job.request.sender_cert());
+    std::string sealed = SealBody(error, job.keys->tx, nonces_, answer.body);
+    Send(job.reply_to, std::move(error), std::move(sealed));
+    return;
+  }
+  v1::Header reply = AnswerHeader(job.request, v1::KIND_REPLY);
+  reply.set_recipient_cert(job.request.sender_cert());
+  std::string sealed = SealBody(reply, job.keys->tx, nonces_, answer.body);
+  Send(job.reply_to, std::move(reply), std::move(sealed));
+}
+
+void Provider::AnswerWithoutHandler(const Job& job, v1::Code code, std::string_view message,
+                                    std::string_view reason) {
+  ++refused_;
+  if (LogAllowed()) {
+    CHQ_LOG_WARN("answered {} for {} request {} from {} without calling its system ({}): {}",
+                 CodeName(code), job.context.service, job.context.request_id,
+                 job.context.consumer, reason, message);
+  }
+  Send(job.reply_to, ErrorHeader(job.request, code, message), "");
+  if (job.remember) {
+    // Nothing ran: whoever waits on this key hears the same, and a later repeat runs.
+    idempotency_->Abandon(job.key, RememberedAnswer{code, std::string(message)});
+  }
+  Notify(job.context.service, code, reason);
+}
+
+bool Provider::LogAllowed() {
+  constexpr int kMaxLinesPerSecond = 20;
+  const int64_t second = clock_.NowMonoNanos() / 1'000'000'000;
+  int64_t seen = log_second_.load();
+  if (seen != second && log_second_.compare_exchange_strong(seen, second)) log_lines_.store(0);
+  const int n = ++log_lines_;
+  if (n == kMaxLinesPerSecond + 1) {
+    CHQ_LOG_WARN("more than {} answers without a handler this second; the rest are not logged",
+                 kMaxLinesPerSecond);
+  }
+  return n <= kMaxLinesPerSecond;
+}
+
+void Provider::Notify(const std::string& service, v1::Code code, std::string_view reason) const {
+  if (options_.on_answered_without_handler) {
+    options_.on_answered_without_handler(service, code, reason);
+  }
 }
 
 v1::Header Provider::AnswerHeader(const v1::Header& request, v1::Kind kind) const {

@@ -31,6 +31,7 @@
 #include "common/envelope/replay_guard.h"
 #include "common/envelope/session_keys.h"
 #include "common/envelope/verifier.h"
+#include "services/gateway/idempotency.h"
 
 namespace chasqui {
 
@@ -40,6 +41,11 @@ struct CallOptions {
   std::string consent_ref;
   std::string annex_id;
   std::string service_version;
+  // Optional, 1 to 128 printable ASCII characters: a repeat of a request with the same key and
+  // body gets the provider's first answer, and its system runs the query once (idempotency.h).
+  // It travels signed but not sealed: the router and the audit see it, so it should be an
+  // opaque token (a UUID), never personal data.
+  std::string idempotency_key;
   absl::Duration timeout = absl::Seconds(10);
 };
 
@@ -108,16 +114,37 @@ struct RequestContext {
   std::string purpose;
   std::string consent_ref;
   std::string request_id;  // hex
+  std::string idempotency_key;  // empty if the consumer sent none
 };
 
 // Returns the reply body, or an error: a ChasquiError keeps its code; any other error reaches
 // the consumer as PROVIDER_ERROR. The error's message reaches the consumer sealed (the header
-// the router and audit see carries only the code).
+// the router and audit see carries only the code). For a request with an idempotency key the
+// outcome is remembered, whatever it is, except UNAVAILABLE, which says "not done, retry".
 using Handler = std::function<absl::StatusOr<std::string>(const RequestContext& context,
                                                           std::string_view body)>;
 
 struct ProviderOptions {
   int64_t freshness_window_ms = 30'000;
+  // 0: each service's handler runs on that service's NATS delivery thread, one request at a
+  // time (no thread hop: the cheapest for fast handlers). N > 0: each service gets N worker
+  // threads, so up to N handler calls run at once (the handler must then be thread-safe) and up
+  // to `queue_capacity` more wait for a worker; past that a request is answered UNAVAILABLE
+  // ("saturated") at once: the delivery thread never waits for a handler.
+  int workers = 0;
+  size_t queue_capacity = 64;
+  // A request that waited longer than this for a worker is answered UNAVAILABLE without calling
+  // the handler: by then the router may have given up on it (its provider timeout is 5 s, a
+  // gateway's upstream timeout 4 s), and a call nobody waits for would still have its effects.
+  absl::Duration max_queue_wait = absl::Seconds(1);
+  IdempotencyOptions idempotency;
+  // Called once for each request answered without calling the handler, with the code answered
+  // and why: "saturated", "stale" (waited past max_queue_wait), "stopping", "remembered" (an
+  // idempotent repeat), "joined" (a repeat that waited for the same request to finish),
+  // "key_conflict" (key reused with another body), "key_busy" (too many repeats waiting),
+  // "bad_key". Optional; thread-safe; must not block.
+  std::function<void(const std::string& service, v1::Code code, std::string_view reason)>
+      on_answered_without_handler;
 };
 
 class Provider {
@@ -131,9 +158,11 @@ class Provider {
   // Serves `service` on `chq.<env>.svc.<provider>.<service>` (a queue group, so several
   // gateways of one entity share the load). Each request is verified, checked for freshness
   // and replay, and opened before `handler` sees it; a refused one never reaches the handler.
+  // A request with an idempotency key whose answer is remembered never reaches it either.
   absl::Status Serve(std::string_view service, Handler handler);
 
-  // Requests that reached a handler, and requests refused before one.
+  // Requests that reached a handler, and requests refused before one (an idempotent repeat
+  // answered from memory is neither).
   uint64_t handled() const { return handled_.load(); }
   uint64_t refused() const { return refused_.load(); }
   uint64_t batches() const { return signer_.batches(); }
@@ -142,7 +171,20 @@ class Provider {
  private:
   Provider(Bus* bus, Identity identity, TrustStore trust, ProviderOptions options,
            const Clock& clock);
-  void HandleRequest(const std::string& service, const Handler& handler, const BusMessage& msg);
+  struct ServedHandler;  // a service's handler and its workers
+  struct Job;            // an opened request on its way to the handler
+  void HandleRequest(ServedHandler& served, const BusMessage& msg);
+  // Runs the handler (or not: `fate`) and answers.
+  void RunJob(ServedHandler& served, Job& job, int fate);
+  // Answers an opened request with what its handler said (or says again, when remembered).
+  void Answer(const Job& job, const RememberedAnswer& answer);
+  // Answers without calling the handler: an error in clear, counted as refused.
+  void AnswerWithoutHandler(const Job& job, v1::Code code, std::string_view message,
+                            std::string_view reason);
+  void Notify(const std::string& service, v1::Code code, std::string_view reason) const;
+  // At most 20 log lines a second for answers without a handler: a saturated
+  // provider must not also flood its log.
+  bool LogAllowed();
   // The header of an answer to `request`, with every field the seal context covers set.
   v1::Header AnswerHeader(const v1::Header& request, v1::Kind kind) const;
   v1::Header ErrorHeader(const v1::Header& request, v1::Code code, std::string_view message) const;
@@ -152,17 +194,22 @@ class Provider {
   const Identity identity_;
   const TrustStore trust_;
   const Clock& clock_;
+  const ProviderOptions options_;
   RootCache root_cache_;
   EnvelopeVerifier verifier_;
   ReplayGuard replay_;
+  std::unique_ptr<IdempotencyStore> idempotency_;
   SessionKeyCache session_keys_;
   NonceSource nonces_;
   BatchSigner signer_;
   std::atomic<uint64_t> handled_{0};
   std::atomic<int64_t> last_handler_ns_{0};  // how long the provider's system last took
   std::atomic<uint64_t> refused_{0};
+  std::atomic<int64_t> log_second_{0};
+  std::atomic<int> log_lines_{0};
   absl::Mutex mu_;
   std::vector<std::unique_ptr<Subscription>> subscriptions_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<ServedHandler>> served_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace chasqui

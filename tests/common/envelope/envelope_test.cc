@@ -250,6 +250,10 @@ TEST_F(ParseEnvelopeTest, RefusesOversizeTextFields) {
       "annex_id");
   ExpectBadRequest(WithHeader([](v1::Header& h) { h.set_service_version(std::string(65, '1')); }),
                    "service_version");
+  ExpectBadRequest(WithHeader([](v1::Header& h) {
+                     h.set_idempotency_key(std::string(kMaxIdempotencyKeyBytes + 1, 'k'));
+                   }),
+                   "idempotency_key is 129 bytes");
 }
 
 TEST_F(ParseEnvelopeTest, RefusesControlCharacters) {
@@ -261,7 +265,8 @@ TEST_F(ParseEnvelopeTest, RefusesControlCharacters) {
        {Case{"end_user", &v1::Header::set_end_user}, Case{"purpose", &v1::Header::set_purpose},
         Case{"service_version", &v1::Header::set_service_version},
         Case{"annex_id", &v1::Header::set_annex_id},
-        Case{"consent_ref", &v1::Header::set_consent_ref}}) {
+        Case{"consent_ref", &v1::Header::set_consent_ref},
+        Case{"idempotency_key", &v1::Header::set_idempotency_key}}) {
     for (std::string bad : {std::string("a\nb"), std::string("a\rb"), std::string("\x1b[2J"),
                             std::string("a\tb"), std::string("a\x7f"), std::string("a\0b", 3)}) {
       SCOPED_TRACE(std::string(c.field) + " = " + Printable(bad));

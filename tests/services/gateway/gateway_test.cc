@@ -3,6 +3,7 @@
 // entity's system would see: the HTTP status, the problem document, the headers, and what
 // reached (or never reached) the provider's system.
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -17,6 +18,7 @@
 #include "services/gateway/http_gateway.h"
 #include "tests/services/gateway/gateway_test_support.h"
 #include "tests/services/router/backbone.h"
+#include "tests/support/wait_for.h"
 
 namespace chasqui::testing {
 namespace {
@@ -349,6 +351,223 @@ TEST(GatewayTest, TakenPortIsRefusedAtStart) {
       << second.status();
   // The first one still answers.
   EXPECT_EQ(d.Post(kPersona, "{}").status, 200);
+}
+
+
+// The provider side: concurrent upstream calls, saturation, and Idempotency-Key.
+
+// Holds each call until `n` calls are inside the system at once (or 5 s pass: then 500), so
+// the calls can only succeed if the gateway really runs them concurrently.
+class Rendezvous {
+ public:
+  explicit Rendezvous(int n) : n_(n) {}
+  bool Arrive() {
+    absl::MutexLock lock(&mu_);
+    ++inside_;
+    max_inside_ = std::max(max_inside_, inside_);
+    const bool met = mu_.AwaitWithTimeout(
+        absl::Condition(+[](Rendezvous* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu_) {
+          return r->max_inside_ >= r->n_;
+        }, this),
+        absl::Seconds(5));
+    --inside_;
+    return met;
+  }
+  int max_inside() {
+    absl::MutexLock lock(&mu_);
+    return max_inside_;
+  }
+
+ private:
+  const int n_;
+  absl::Mutex mu_;
+  int inside_ ABSL_GUARDED_BY(mu_) = 0;
+  int max_inside_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+TEST(GatewayProviderTest, UpstreamCallsRunConcurrently) {
+  constexpr int kParallel = 4;
+  Rendezvous rendezvous(kParallel);
+  UpstreamSystem segip_system([&](const httplib::Request& req, httplib::Response& res) {
+    if (!rendezvous.Arrive()) {
+      res.status = 500;
+      return;
+    }
+    res.set_content("{\"segip\":" + req.body + "}", "application/json");
+  });
+  Deployment::Options o{.router_provider_timeout = absl::Seconds(8),
+                        .provider = Serving("persona_consulta", segip_system.Url("/persona"))};
+  o.provider.provider_workers = kParallel;
+  o.provider.upstream_timeout = absl::Seconds(7);
+  o.consumer.call_timeout = absl::Seconds(10);
+  Deployment d(std::move(o));
+  std::vector<HttpReply> replies(kParallel);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kParallel; ++i) {
+    threads.emplace_back([&, i] { replies[i] = d.Post(kPersona, fmt::format("{}", i)); });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kParallel; ++i) {
+    EXPECT_EQ(replies[i].status, 200) << i << " " << replies[i].body;
+    EXPECT_EQ(replies[i].body, fmt::format("{{\"segip\":{}}}", i));
+  }
+  EXPECT_EQ(rendezvous.max_inside(), kParallel);
+}
+
+TEST(GatewayProviderTest, SaturatedProviderAnswers503AtOnce) {
+  absl::Notification release;
+  UpstreamSystem segip_system([&](const httplib::Request&, httplib::Response& res) {
+    release.WaitForNotificationWithTimeout(absl::Seconds(5));
+    res.set_content("{}", "application/json");
+  });
+  Deployment::Options o{.router_provider_timeout = absl::Seconds(8),
+                        .provider = Serving("persona_consulta", segip_system.Url("/persona"))};
+  o.provider.provider_workers = 1;
+  o.provider.provider_queue = 1;
+  o.provider.upstream_timeout = absl::Seconds(7);
+  Deployment d(std::move(o));
+  // One call holds the only worker...
+  HttpReply first;
+  std::thread holder([&] { first = d.Post(kPersona, "{}"); });
+  ASSERT_TRUE(WaitFor([&] { return segip_system.calls() == 1; }));
+  // ...then two more arrive: one may wait for the worker, the other finds no room.
+  HttpReply second, third;
+  const auto start = steady_clock::now();
+  std::thread t2([&] { second = d.Post(kPersona, "{}"); });
+  std::thread t3([&] { third = d.Post(kPersona, "{}"); });
+  ASSERT_TRUE(WaitFor([&] { return second.status != -1 || third.status != -1; }));
+  EXPECT_LT(steady_clock::now() - start, std::chrono::milliseconds(900)) << "never held";
+  release.Notify();
+  holder.join();
+  t2.join();
+  t3.join();
+  EXPECT_EQ(first.status, 200) << first.body;
+  const HttpReply& refused = second.status == 503 ? second : third;
+  const HttpReply& waited = second.status == 503 ? third : second;
+  ExpectProblem(refused, 503, "UNAVAILABLE", "the provider gateway is saturated");
+  EXPECT_EQ(waited.status, 200) << waited.body;
+  EXPECT_EQ(segip_system.calls(), 2) << "the refused call never reached the system";
+  EXPECT_EQ(MetricValue(*d.provider_registry, "chasqui_gateway_provide_without_upstream_total",
+                        {"reason=\"saturated\"", "code=\"UNAVAILABLE\"",
+                         "service=\"persona_consulta\""}),
+            1);
+}
+
+// An upstream that tells which of its calls answered: a remembered answer names call 1.
+UpstreamSystem::Handler NumberedAnswers(std::atomic<int>* calls, absl::Duration delay = {},
+                                        UpstreamSystem* self = nullptr) {
+  return [=](const httplib::Request& req, httplib::Response& res) {
+    const int n = ++*calls;
+    if (self != nullptr) self->Sleep(delay);
+    res.set_content(fmt::format(R"({{"call":{},"body":{}}})", n, req.body), "application/json");
+  };
+}
+
+httplib::Headers WithKey(const std::string& key) {
+  return {{"X-Chasqui-End-User", "ana.perez"}, {"Idempotency-Key", key}};
+}
+
+TEST(GatewayProviderTest, SameIdempotencyKeyRunsTheQueryOnce) {
+  std::atomic<int> calls{0};
+  UpstreamSystem segip_system(NumberedAnswers(&calls));
+  Deployment d({.provider = Serving("persona_consulta", segip_system.Url("/persona"))});
+  const std::string body = R"({"ci":"4567890"})";
+  HttpReply r1 = d.Post(kPersona, body, WithKey("order-42"));
+  ASSERT_EQ(r1.status, 200) << r1.body;
+  EXPECT_EQ(r1.body, R"({"call":1,"body":{"ci":"4567890"}})");
+  EXPECT_EQ(segip_system.Last().Header("Idempotency-Key"), "order-42");
+  HttpReply r2 = d.Post(kPersona, body, WithKey("order-42"));
+  ASSERT_EQ(r2.status, 200) << r2.body;
+  EXPECT_EQ(r2.body, r1.body) << "the first answer, again";
+  EXPECT_NE(r2.Header("X-Chasqui-Request-Id"), r1.Header("X-Chasqui-Request-Id"))
+      << "a new exchange, traced on its own";
+  EXPECT_EQ(segip_system.calls(), 1);
+
+  // Another key runs again.
+  HttpReply r3 = d.Post(kPersona, body, WithKey("order-43"));
+  EXPECT_EQ(r3.body, R"({"call":2,"body":{"ci":"4567890"}})");
+  // The same key with another body is refused, and nothing runs.
+  ExpectProblem(d.Post(kPersona, R"({"ci":"1111111"})", WithKey("order-42")), 400,
+                "BAD_REQUEST", "Idempotency-Key reused with a different body");
+  // Without a key, every request runs.
+  EXPECT_EQ(d.Post(kPersona, body).body, R"({"call":3,"body":{"ci":"4567890"}})");
+  // Another consumer's key of the same name is its own.
+  auto aduana = d.bb.MakeConsumer(d.bb.aduana);
+  CallResult other = aduana->Call("segip", "persona_consulta", body,
+                                  {.end_user = "luis.mamani", .idempotency_key = "order-42"});
+  ASSERT_TRUE(other.status.ok()) << other.status;
+  EXPECT_EQ(other.body, R"({"call":4,"body":{"ci":"4567890"}})");
+  EXPECT_EQ(segip_system.calls(), 4);
+
+  EXPECT_EQ(MetricValue(*d.provider_registry, "chasqui_gateway_provide_without_upstream_total",
+                        {"reason=\"remembered\"", "code=\"OK\""}),
+            1);
+  EXPECT_EQ(MetricValue(*d.provider_registry, "chasqui_gateway_provide_without_upstream_total",
+                        {"reason=\"key_conflict\"", "code=\"BAD_REQUEST\""}),
+            1);
+}
+
+TEST(GatewayProviderTest, RetryAfterTheConsumerGatewayTimedOutGetsTheFirstAnswer) {
+  std::atomic<int> calls{0};
+  UpstreamSystem* self = nullptr;
+  UpstreamSystem segip_system([&](const httplib::Request& req, httplib::Response& res) {
+    NumberedAnswers(&calls, absl::Milliseconds(800), self)(req, res);
+  });
+  self = &segip_system;
+  Deployment::Options o{.router_provider_timeout = absl::Seconds(3),
+                        .provider = Serving("persona_consulta", segip_system.Url("/persona"))};
+  o.consumer.call_timeout = absl::Milliseconds(250);
+  Deployment d(std::move(o));
+  ExpectProblem(d.Post(kPersona, "{}", WithKey("pago-7")), 504, "TIMEOUT");
+  // The provider finishes the first call and remembers its answer...
+  ASSERT_TRUE(WaitFor([&] {
+    return MetricValue(*d.provider_registry, "chasqui_gateway_requests_total",
+                       {"direction=\"provide\"", "code=\"OK\""}) == 1;
+  }));
+  // ...so the consumer system's retry gets it without a second run.
+  HttpReply retry = d.Post(kPersona, "{}", WithKey("pago-7"));
+  ASSERT_EQ(retry.status, 200) << retry.body;
+  EXPECT_EQ(retry.body, R"({"call":1,"body":{}})");
+  EXPECT_EQ(segip_system.calls(), 1);
+}
+
+TEST(GatewayProviderTest, RepeatWhileTheFirstRunsWaitsForItsAnswer) {
+  std::atomic<int> calls{0};
+  UpstreamSystem* self = nullptr;
+  UpstreamSystem segip_system([&](const httplib::Request& req, httplib::Response& res) {
+    NumberedAnswers(&calls, absl::Milliseconds(400), self)(req, res);
+  });
+  self = &segip_system;
+  Deployment::Options o{.router_provider_timeout = absl::Seconds(3),
+                        .provider = Serving("persona_consulta", segip_system.Url("/persona"))};
+  Deployment d(std::move(o));
+  HttpReply first, repeat;
+  std::thread t1([&] { first = d.Post(kPersona, "{}", WithKey("tramite-9")); });
+  ASSERT_TRUE(WaitFor([&] { return segip_system.calls() == 1; }));
+  std::thread t2([&] { repeat = d.Post(kPersona, "{}", WithKey("tramite-9")); });
+  t1.join();
+  t2.join();
+  ASSERT_EQ(first.status, 200) << first.body;
+  ASSERT_EQ(repeat.status, 200) << repeat.body;
+  EXPECT_EQ(repeat.body, first.body);
+  EXPECT_EQ(segip_system.calls(), 1);
+  EXPECT_EQ(MetricValue(*d.provider_registry, "chasqui_gateway_provide_without_upstream_total",
+                        {"reason=\"joined\"", "code=\"OK\""}),
+            1);
+}
+
+TEST(GatewayProviderTest, MalformedIdempotencyKeyIs400AndNothingIsSent) {
+  UpstreamSystem segip_system(Echo());
+  Deployment d({.provider = Serving("persona_consulta", segip_system.Url("/persona"))});
+  ExpectProblem(d.Post(kPersona, "{}", WithKey(std::string(129, 'k'))), 400, "BAD_REQUEST",
+                "Idempotency-Key is 129 bytes");
+  ExpectProblem(d.Post(kPersona, "{}", WithKey("cl\xc3\xa1ve")), 400, "BAD_REQUEST",
+                "printable ASCII");
+  httplib::Headers twice = WithKey("a");
+  twice.emplace("Idempotency-Key", "b");
+  ExpectProblem(d.Post(kPersona, "{}", twice), 400, "BAD_REQUEST", "more than once");
+  EXPECT_EQ(segip_system.calls(), 0);
+  EXPECT_EQ(d.Post(kPersona, "{}", WithKey(std::string(128, 'k'))).status, 200);
 }
 
 }  // namespace

@@ -318,8 +318,13 @@ TEST(RouterPathTest, ProviderRefusesRequestsNotFromARouter) {
                            forge.Seal(forge.Header("persona_consulta"), "hola"),
                            "_INBOX.test.sin.direct.1")
                   .ok());
+  // As if from a router of another environment.
+  ASSERT_TRUE(bus->Publish(ServiceSubjectFor("test", "segip", "persona_consulta"),
+                           forge.Seal(forge.Header("persona_consulta"), "hola"),
+                           "_INBOX._router.prod.r9.1")
+                  .ok());
   ASSERT_TRUE(bus->Flush(absl::Seconds(2)).ok());
-  ASSERT_TRUE(WaitFor([&] { return bb.provider->refused() == 1; }, std::chrono::seconds(5)));
+  ASSERT_TRUE(WaitFor([&] { return bb.provider->refused() == 2; }, std::chrono::seconds(5)));
   EXPECT_EQ(bb.provider_system_calls.load(), 0);
 }
 
