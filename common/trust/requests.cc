@@ -1,0 +1,47 @@
+#include "common/trust/requests.h"
+
+#include "common/core/status.h"
+#include "common/trust/signed_message.h"
+
+namespace chasqui {
+
+v1::ControlStatus ToControlStatus(const absl::Status& status) {
+  v1::ControlStatus out;
+  out.set_code(static_cast<int32_t>(status.code()));
+  out.set_message(std::string(MessageOf(status)));
+  return out;
+}
+
+absl::Status FromControlStatus(const v1::ControlStatus& status) {
+  if (status.code() == 0) return absl::OkStatus();
+  absl::StatusCode code = absl::StatusCode::kUnknown;
+  if (status.code() > 0 && status.code() <= static_cast<int32_t>(absl::StatusCode::kUnauthenticated)) {
+    code = static_cast<absl::StatusCode>(status.code());
+  }
+  return absl::Status(code, ToAbsl(status.message()));
+}
+
+v1::EnrolmentRequest MakeEnrolmentRequest(const v1::EnrolmentRequestBody& body,
+                                          const SigningKey& key) {
+  v1::EnrolmentRequest r;
+  r.set_body(body.SerializeAsString());
+  const SignatureBytes sig = key.Sign(SignedMessage(EnrolmentTag(body.env()), r.body()));
+  r.set_signature(std::string(AsView(sig)));
+  return r;
+}
+
+v1::ControlRequest MakeControlRequest(v1::ControlBody body, std::string_view env,
+                                      uint64_t signer_serial, const SigningKey& key,
+                                      int64_t now_ms) {
+  body.set_env(std::string(env));
+  body.set_signer_serial(signer_serial);
+  body.set_sent_at_ms(now_ms);
+  body.set_nonce(RandomString(16));
+  v1::ControlRequest r;
+  r.set_body(body.SerializeAsString());
+  const SignatureBytes sig = key.Sign(SignedMessage(ControlTag(env), r.body()));
+  r.set_signature(std::string(AsView(sig)));
+  return r;
+}
+
+}  // namespace chasqui
