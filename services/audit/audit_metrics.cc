@@ -1,0 +1,70 @@
+#include "services/audit/audit_metrics.h"
+
+#include <string>
+
+namespace chasqui::audit {
+
+AuditMetrics::AuditMetrics(prometheus::Registry& registry)
+    : appended_(prometheus::BuildCounter()
+                    .Name("chasqui_audit_records_appended_total")
+                    .Help("Entries answered by the chain, by outcome (durable, replayed, "
+                          "rejected, failed)")
+                    .Register(registry)),
+      malformed_(prometheus::BuildCounter()
+                     .Name("chasqui_audit_malformed_requests_total")
+                     .Help("Append or query requests refused before any entry was looked at")
+                     .Register(registry)) {
+  // Present at 0 from the start, so the first increase shows.
+  for (const char* o : {"durable", "replayed", "rejected", "failed"}) appended_.Add({{"outcome", o}});
+  for (const char* r : {"parse", "empty", "too_large", "no_reply_subject"}) {
+    malformed_.Add({{"reason", r}});
+  }
+  sync_seconds_ = &prometheus::BuildHistogram()
+                       .Name("chasqui_audit_sync_seconds")
+                       .Help("Time of each synced group-commit write")
+                       .Register(registry)
+                       .Add({}, prometheus::Histogram::BucketBoundaries{
+                                    100e-6, 250e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 25e-3,
+                                    50e-3, 100e-3, 250e-3, 1});
+  group_size_ = &prometheus::BuildHistogram()
+                     .Name("chasqui_audit_group_commit_entries")
+                     .Help("Entries written by each synced group commit")
+                     .Register(registry)
+                     .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64,
+                                                                      128, 256, 512, 1024, 4096});
+  backlog_ = &prometheus::BuildGauge()
+                  .Name("chasqui_audit_backlog")
+                  .Help("Entries queued for the writer and not yet written")
+                  .Register(registry)
+                  .Add({});
+  chain_length_ = &prometheus::BuildGauge()
+                       .Name("chasqui_audit_chain_length")
+                       .Help("Entries in the chain (the head's sequence number)")
+                       .Register(registry)
+                       .Add({});
+  checkpoint_age_ = &prometheus::BuildGauge()
+                         .Name("chasqui_audit_last_checkpoint_age_seconds")
+                         .Help("Seconds since the last signed checkpoint (or since start)")
+                         .Register(registry)
+                         .Add({});
+  checkpoints_ = &prometheus::BuildCounter()
+                      .Name("chasqui_audit_checkpoints_total")
+                      .Help("Signed checkpoints written")
+                      .Register(registry)
+                      .Add({});
+  queries_ = &prometheus::BuildCounter()
+                  .Name("chasqui_audit_queries_total")
+                  .Help("Queries answered")
+                  .Register(registry)
+                  .Add({});
+}
+
+void AuditMetrics::CountAppended(std::string_view outcome, double n) {
+  appended_.Add({{"outcome", std::string(outcome)}}).Increment(n);
+}
+
+void AuditMetrics::CountMalformed(std::string_view reason) {
+  malformed_.Add({{"reason", std::string(reason)}}).Increment();
+}
+
+}  // namespace chasqui::audit

@@ -1,0 +1,178 @@
+#include "services/audit/audit_service.h"
+
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "common/core/log.h"
+#include "common/core/status.h"
+#include "fmt/format.h"
+#include "services/audit/audit_query.h"
+
+namespace chasqui::audit {
+namespace {
+
+// The acks of one AppendBatch, filled from the writer thread; published when the last entry
+// is answered.
+struct PendingAck {
+  std::mutex mu;
+  v1::AppendAck ack;
+  int remaining = 0;
+  std::string reply;
+};
+
+void Fill(v1::RecordAck* ack, const absl::StatusOr<uint64_t>& result) {
+  if (result.ok()) {
+    ack->set_status(v1::ACK_DURABLE);
+    ack->set_seq(*result);
+    return;
+  }
+  const absl::Status& s = result.status();
+  if (absl::IsAlreadyExists(s)) {
+    ack->set_status(v1::ACK_REPLAYED);
+    // The chain names the original seq in the message; keep it for the reader.
+    ack->set_error(std::string(MessageOf(s)));
+    return;
+  }
+  ack->set_status(absl::IsInvalidArgument(s) ? v1::ACK_REJECTED : v1::ACK_FAILED);
+  ack->set_error(std::string(MessageOf(s)));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<AuditService>> AuditService::Start(Bus* bus, AuditChain* chain,
+                                                                  KvStore* store,
+                                                                  AuditMetrics* metrics) {
+  std::unique_ptr<AuditService> service(new AuditService(bus, chain, store, metrics));
+  AuditService* s = service.get();
+  CHASQUI_ASSIGN_OR_RETURN(
+      service->append_sub_,
+      bus->QueueSubscribe(kAppendSubject, kQueueGroup,
+                          [s](const BusMessage& m) { s->HandleAppend(m); }));
+  CHASQUI_ASSIGN_OR_RETURN(
+      service->query_sub_,
+      bus->QueueSubscribe(kQuerySubject, kQueueGroup,
+                          [s](const BusMessage& m) { s->HandleQuery(m); }));
+  CHASQUI_RETURN_IF_ERROR(bus->Flush(absl::Seconds(5)));
+  CHQ_LOG_INFO("audit serving {} and {} (queue {})", kAppendSubject, kQuerySubject, kQueueGroup);
+  return service;
+}
+
+AuditService::~AuditService() {
+  append_sub_.reset();
+  query_sub_.reset();
+}
+
+absl::Status AuditService::Ready() const {
+  CHASQUI_RETURN_IF_ERROR(chain_->Healthy());
+  if (!bus_->Connected()) return absl::UnavailableError("not connected to NATS");
+  return absl::OkStatus();
+}
+
+absl::Status AuditService::Drain(absl::Duration timeout) {
+  absl::Status first;
+  for (auto* sub : {&append_sub_, &query_sub_}) {
+    if (*sub == nullptr) continue;
+    absl::Status s = (*sub)->Drain(timeout);
+    if (first.ok()) first = s;
+  }
+  return first;
+}
+
+void AuditService::ReplyError(std::string_view reply, std::string_view reason,
+                              std::string message) {
+  if (metrics_ != nullptr) metrics_->CountMalformed(reason);
+  CHQ_LOG_WARN("audit append refused ({}): {}", reason, message);
+  v1::AppendAck ack;
+  ack.mutable_error()->set_code(v1::BAD_REQUEST);
+  ack.mutable_error()->set_message(std::move(message));
+  if (absl::Status s = bus_->Publish(reply, ack.SerializeAsString()); !s.ok()) {
+    CHQ_LOG_WARN("audit: error reply not sent: {}", MessageOf(s));
+  }
+}
+
+void AuditService::HandleAppend(const BusMessage& msg) {
+  if (msg.reply.empty()) {
+    if (metrics_ != nullptr) metrics_->CountMalformed("no_reply_subject");
+    CHQ_LOG_WARN("audit append without a reply subject ({} bytes): not appended", msg.data.size());
+    return;
+  }
+  auto batch = std::make_shared<v1::AppendBatch>();
+  if (!batch->ParseFromArray(msg.data.data(), static_cast<int>(msg.data.size()))) {
+    ReplyError(msg.reply, "parse",
+               fmt::format("AppendBatch: {} bytes that do not parse", msg.data.size()));
+    return;
+  }
+  const int n = batch->records_size() + batch->refusal_counts_size();
+  if (n == 0) {
+    ReplyError(msg.reply, "empty", "AppendBatch: no records and no refusal counts");
+    return;
+  }
+  if (n > kMaxBatchEntries) {
+    ReplyError(msg.reply, "too_large",
+               fmt::format("AppendBatch: {} entries, at most {}", n, kMaxBatchEntries));
+    return;
+  }
+  auto pending = std::make_shared<PendingAck>();
+  pending->reply = std::string(msg.reply);
+  pending->remaining = n;
+  for (int i = 0; i < batch->records_size(); ++i) pending->ack.add_records();
+  for (int i = 0; i < batch->refusal_counts_size(); ++i) pending->ack.add_refusal_counts();
+
+  Bus* bus = bus_;
+  auto answer = [bus, pending](bool refusal, int index, absl::StatusOr<uint64_t> result) {
+    std::string wire;
+    {
+      std::lock_guard<std::mutex> lock(pending->mu);
+      Fill(refusal ? pending->ack.mutable_refusal_counts(index)
+                   : pending->ack.mutable_records(index),
+           result);
+      if (--pending->remaining > 0) return;
+      wire = pending->ack.SerializeAsString();
+    }
+    if (absl::Status s = bus->Publish(pending->reply, wire); !s.ok()) {
+      // The entries are durable; the client times out and retries, and gets REPLAYED.
+      CHQ_LOG_WARN("audit ack not sent: {}", MessageOf(s));
+    }
+  };
+  for (int i = 0; i < batch->records_size(); ++i) {
+    chain_->Append(std::move(*batch->mutable_records(i)),
+                   [answer, i](absl::StatusOr<uint64_t> r) { answer(false, i, std::move(r)); });
+  }
+  for (int i = 0; i < batch->refusal_counts_size(); ++i) {
+    chain_->AppendRefusalCount(
+        std::move(*batch->mutable_refusal_counts(i)),
+        [answer, i](absl::StatusOr<uint64_t> r) { answer(true, i, std::move(r)); });
+  }
+}
+
+void AuditService::HandleQuery(const BusMessage& msg) {
+  if (msg.reply.empty()) {
+    if (metrics_ != nullptr) metrics_->CountMalformed("no_reply_subject");
+    return;
+  }
+  v1::QueryRequest request;
+  v1::QueryResponse response;
+  if (!request.ParseFromArray(msg.data.data(), static_cast<int>(msg.data.size()))) {
+    if (metrics_ != nullptr) metrics_->CountMalformed("parse");
+    response.mutable_error()->set_code(v1::BAD_REQUEST);
+    response.mutable_error()->set_message(
+        fmt::format("QueryRequest: {} bytes that do not parse", msg.data.size()));
+  } else {
+    auto result = RunQuery(*store_, request);
+    if (result.ok()) {
+      response = *std::move(result);
+      if (metrics_ != nullptr) metrics_->queries().Increment();
+    } else {
+      response.mutable_error()->set_code(absl::IsInvalidArgument(result.status())
+                                             ? v1::BAD_REQUEST
+                                             : v1::UNAVAILABLE);
+      response.mutable_error()->set_message(std::string(MessageOf(result.status())));
+    }
+  }
+  if (absl::Status s = bus_->Publish(msg.reply, response.SerializeAsString()); !s.ok()) {
+    CHQ_LOG_WARN("audit query reply not sent: {}", MessageOf(s));
+  }
+}
+
+}  // namespace chasqui::audit

@@ -1,0 +1,62 @@
+#pragma once
+// The audit service on NATS (DESIGN.md, "The parts"):
+//   chq.ctl.audit.append  AppendBatch -> AppendAck, published only after the batch's entries
+//                         were written by a synced group commit (or refused)
+//   chq.ctl.audit.query   QueryRequest -> QueryResponse
+// Both in the queue group `chq.audit`. Malformed input gets an error reply naming what is
+// wrong (BAD_REQUEST in AppendAck.error / QueryResponse.error), never a crash, hang or silent
+// drop; a request without a reply subject cannot be answered, so it is counted, logged and
+// not appended (nobody could learn its outcome).
+// Handlers never block on the disk: acks are published from the chain's writer thread.
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/bus/bus.h"
+#include "common/store/kv_store.h"
+#include "services/audit/audit_chain.h"
+#include "services/audit/audit_metrics.h"
+
+namespace chasqui::audit {
+
+inline constexpr char kAppendSubject[] = "chq.ctl.audit.append";
+inline constexpr char kQuerySubject[] = "chq.ctl.audit.query";
+inline constexpr char kQueueGroup[] = "chq.audit";
+// Entries in one AppendBatch; a NATS payload (1 MiB) holds fewer anyway.
+inline constexpr int kMaxBatchEntries = 4096;
+
+class AuditService {
+ public:
+  // `bus`, `chain`, `store` and `metrics` must outlive the service. Subscribes both subjects.
+  static absl::StatusOr<std::unique_ptr<AuditService>> Start(Bus* bus, AuditChain* chain,
+                                                             KvStore* store,
+                                                             AuditMetrics* metrics);
+  ~AuditService();
+
+  // OK while the chain takes appends and NATS is connected (for /readyz).
+  absl::Status Ready() const;
+  // Stops taking requests; those already queued are still answered by the chain.
+  absl::Status Drain(absl::Duration timeout);
+
+  // The handlers, public so tests can drive them without NATS.
+  void HandleAppend(const BusMessage& msg);
+  void HandleQuery(const BusMessage& msg);
+
+ private:
+  AuditService(Bus* bus, AuditChain* chain, KvStore* store, AuditMetrics* metrics)
+      : bus_(bus), chain_(chain), store_(store), metrics_(metrics) {}
+  void ReplyError(std::string_view reply, std::string_view reason, std::string message);
+
+  Bus* const bus_;
+  AuditChain* const chain_;
+  KvStore* const store_;
+  AuditMetrics* const metrics_;
+  std::unique_ptr<Subscription> append_sub_;
+  std::unique_ptr<Subscription> query_sub_;
+};
+
+}  // namespace chasqui::audit

@@ -1,0 +1,70 @@
+#pragma once
+// Re-walks the audit chain in a KvStore and names the first record that breaks it
+// (`chasqui-audit verify`). It tells tampering (values that no longer chain) from storage
+// corruption (RocksDB's own checksums failed: KvStore's DataLoss), since the two call for
+// different responses: an investigation versus a restore from backup.
+//
+// What each finding means, at the first record where the walk stops:
+//   kChanged     the record's bytes no longer match its own hash, or (when it was re-hashed)
+//                the next record's link; its seq label was altered
+//   kRemoved     a seq is missing, or the records after it were renumbered down
+//   kInserted    a record that is not in the original chain sits between two that link
+//   kReordered   a record stands before one it links to
+//   kTruncated   records at the end are gone (the head marker or a checkpoint lies beyond)
+//   kRewritten   the records chain, but not to the signed head of a checkpoint (the whole
+//                suffix was re-hashed); first_bad_seq is the first seq after the last
+//                checkpoint that still matches
+//   kBadCheckpoint a checkpoint's signature does not verify with the trusted key
+//   kStorageCorruption RocksDB reported corruption; first_bad_seq is where the walk was
+// Not thread-safe with respect to the store's writer: run it on a stopped service's store
+// (KvStore's lock refuses a second opener).
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "common/envelope/identity.h"
+#include "common/store/kv_store.h"
+
+namespace chasqui::audit {
+
+enum class Finding {
+  kIntact,
+  kChanged,
+  kRemoved,
+  kInserted,
+  kReordered,
+  kTruncated,
+  kRewritten,
+  kBadCheckpoint,
+  kStorageCorruption,
+};
+std::string_view FindingName(Finding finding);
+
+struct VerifyOptions {
+  std::string env = "test";  // checkpoint tags are built from this, never from the store
+  uint64_t from = 1;         // first seq to check; its predecessor's stored hash is the anchor
+  uint64_t to = 0;           // last seq to check; 0 = the end of the chain
+  // The key a checkpoint's signer_serial names, or null if unknown. Unset: signatures are not
+  // checked (the report says so).
+  std::function<const PublicIdentity*(uint64_t serial)> checkpoint_key;
+};
+
+struct VerifyReport {
+  Finding finding = Finding::kIntact;
+  uint64_t first_bad_seq = 0;  // 0 when intact
+  std::string detail;          // one line for people
+  uint64_t records_checked = 0;
+  uint64_t last_seq = 0;       // the last record seen
+  uint64_t checkpoints_checked = 0;
+  uint64_t checkpoint_signatures_checked = 0;
+  uint64_t last_checkpoint_seq = 0;
+};
+
+// Errors other than corruption (Unavailable, Internal) are returned as a status; corruption
+// and tampering are findings.
+absl::StatusOr<VerifyReport> VerifyChain(KvStore& store, const VerifyOptions& options);
+
+}  // namespace chasqui::audit
