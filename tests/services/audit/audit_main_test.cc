@@ -5,7 +5,6 @@
 // chain verifies at the end.
 
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -27,6 +26,7 @@
 #include "services/audit/audit_client.h"
 #include "services/audit/audit_schema.h"
 #include "tests/services/audit/audit_test_support.h"
+#include "tests/support/child_process.h"
 #include "tests/support/nats_server.h"
 #include "tests/support/run_command.h"
 #include "tests/support/temp_dir.h"
@@ -39,63 +39,7 @@ using ::chasqui::testing::NatsServer;
 using ::chasqui::testing::TempDir;
 using ::chasqui::testing::WaitFor;
 using testing::MakeRecord;
-
-// A chasqui-audit child process logging to `log_path`; SIGKILLed on destruction and if the
-// test dies (PR_SET_PDEATHSIG).
-class AuditProcess {
- public:
-  AuditProcess(const std::vector<std::string>& args, std::string log_path)
-      : log_path_(std::move(log_path)) {
-    std::vector<std::string> argv_strings = {CHASQUI_AUDIT_BIN};
-    argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& s : argv_strings) argv.push_back(s.data());
-    argv.push_back(nullptr);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      FILE* out = std::freopen(log_path_.c_str(), "a", stdout);
-      if (out == nullptr || ::dup2(::fileno(stdout), 2) < 0) ::_exit(127);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-  }
-  ~AuditProcess() { Kill9(); }
-
-  std::string Log() const { return ReadFileOrEmpty(log_path_); }
-  bool WaitServing(size_t nth) const {
-    return WaitFor(
-        [&] {
-          const std::string log = Log();
-          size_t count = 0;
-          for (size_t p = log.find("audit serving"); p != std::string::npos;
-               p = log.find("audit serving", p + 1)) {
-            ++count;
-          }
-          return count >= nth;
-        },
-        std::chrono::seconds(15));
-  }
-  void Kill9() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-  int Terminate() {
-    ::kill(pid_, SIGTERM);
-    int status = 0;
-    const bool exited = WaitFor([&] { return ::waitpid(pid_, &status, WNOHANG) == pid_; },
-                                std::chrono::seconds(15));
-    if (!exited) return -1;
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-
- private:
-  std::string log_path_;
-  pid_t pid_ = -1;
-};
+using ::chasqui::testing::TestProcess;
 
 // What the router side knows about each record it sent.
 class Ledger {
@@ -194,10 +138,10 @@ TEST(AuditBinaryTest, KillDashNineLosesNoAcknowledgedRecordAndNeverDuplicates) {
   uint64_t next_id = 1;
   constexpr int kCycles = 4;
   size_t cut_in_flight = 0;  // records whose outcome a kill left unknown, over all cycles
-  std::unique_ptr<AuditProcess> audit;
+  std::unique_ptr<TestProcess> audit;
   for (int cycle = 1; cycle <= kCycles; ++cycle) {
-    audit = std::make_unique<AuditProcess>(args, dir.File("audit.log"));
-    ASSERT_TRUE(audit->WaitServing(cycle)) << audit->Log();
+    audit = std::make_unique<TestProcess>(CHASQUI_AUDIT_BIN, args, dir.File("audit.log"));
+    ASSERT_TRUE(audit->WaitForLog("audit serving", cycle)) << audit->Log();
     // Redelivery: everything whose outcome is unknown, and a sample of acknowledged records.
     for (uint64_t id : ledger.unknown()) send(id);
     int sample = 0;

@@ -3,7 +3,6 @@
 // real process (its answer was written synced before it was sent).
 
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -26,6 +25,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/services/crypto/crypto_test_support.h"
+#include "tests/support/child_process.h"
 #include "tests/support/nats_server.h"
 #include "tests/support/run_command.h"
 #include "tests/support/temp_dir.h"
@@ -37,44 +37,6 @@ namespace {
 const std::string kBin = CHASQUI_CRYPTO_BIN;
 
 // A chasqui-crypto child whose output goes to `log_path`; SIGKILLed on destruction.
-class CryptoProcess {
- public:
-  CryptoProcess(const std::vector<std::string>& args, std::string log_path)
-      : log_path_(std::move(log_path)) {
-    std::vector<std::string> argv_strings = {kBin};
-    argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& s : argv_strings) argv.push_back(s.data());
-    argv.push_back(nullptr);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      FILE* out = std::freopen(log_path_.c_str(), "a", stdout);
-      if (out == nullptr || ::dup2(::fileno(stdout), 2) < 0) ::_exit(127);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-  }
-  ~CryptoProcess() { Kill9(); }
-
-  void Kill9() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-      pid_ = -1;
-    }
-  }
-  bool WaitForLog(const std::string& needle) const {
-    return WaitFor([&] { return ReadFileOrEmpty(log_path_).find(needle) != std::string::npos; },
-                   std::chrono::seconds(15));
-  }
-  std::string Log() const { return ReadFileOrEmpty(log_path_); }
-
- private:
-  std::string log_path_;
-  pid_t pid_ = -1;
-};
-
 void WriteSecretFile(const std::string& path, const std::string& text) {
   std::ofstream(path) << text << "\n";
   ::chmod(path.c_str(), 0600);
@@ -180,7 +142,7 @@ TEST(CryptoMain, SpentTokenSurvivesKillDashNine) {
   auto now = [] { return SystemClock().NowUnixMillis(); };
 
   {
-    CryptoProcess crypto(args, dir.File("crypto1.log"));
+    TestProcess crypto(kBin, args, dir.File("crypto1.log"));
     ASSERT_TRUE(crypto.WaitForLog("ready: ops port")) << crypto.Log();
     Requester segip;
     auto reply = (*client)->Enrol(MakeEnrolmentRequest(
@@ -203,7 +165,7 @@ TEST(CryptoMain, SpentTokenSurvivesKillDashNine) {
     crypto.Kill9();
   }
 
-  CryptoProcess restarted(args, dir.File("crypto2.log"));
+  TestProcess restarted(kBin, args, dir.File("crypto2.log"));
   ASSERT_TRUE(restarted.WaitForLog("ready: ops port")) << restarted.Log();
   Requester thief;
   auto again = (*client)->Enrol(MakeEnrolmentRequest(
