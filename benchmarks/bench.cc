@@ -3,9 +3,12 @@
 // the same number of requests in flight.
 //
 //   raw      load (RequestMux) -> raw.req.x -> chasqui-forwarder -> raw.svc.x -> echo -> back
-//   secured  Consumer::CallAsync -> chasqui-router -> Provider::Serve("echo") -> back
+//   secured  Consumer::CallAsync -> chasqui-router --audit=false -> Provider::Serve("echo") -> back
+//   audited  the same through a chasqui-router that traces every exchange in chasqui-audit
+//            (its RocksDB in the temp dir) and relays each reply once its record is synced
 //
-// The bench starts nats-server, the router and the forwarder in a temp dir, runs both phases,
+// The bench starts nats-server, the routers, chasqui-audit and the forwarder in a temp dir,
+// runs the phases,
 // prints one table and stops everything on every path out. Each phase keeps exactly K requests
 // in flight (each completion issues the next request on the thread that completed it), warms
 // up, then measures for --seconds: completions, errors, latency per request (steady clock), and
@@ -81,6 +84,8 @@ struct Config {
   int64_t timeout_ms = 5000;
   std::string router_bin;
   std::string forwarder_bin;
+  std::string audit_bin;
+  bool skip_audit = false;
   std::string nats_server_bin = "nats-server";
   std::vector<std::string> router_extra_args;  // passed to chasqui-router as they are
 };
@@ -209,6 +214,8 @@ struct Snapshot {
   double self_cpu = 0;
   uint64_t proc_switches = 0, nats_switches = 0, self_switches = 0;
   double idle_child_cpu = 0;  // the other phase's process, idle but ours
+  double audit_cpu = 0;       // chasqui-audit (audited phase only)
+  double router_audit_ack_sum = 0, router_audit_ack_count = 0;
   MachineCpu machine;
   uint64_t consumer_batches = 0, consumer_signed = 0;
   uint64_t provider_batches = 0, provider_signed = 0;
@@ -225,6 +232,8 @@ struct PhaseResult {
   uint64_t error_count = 0;
   double rps = 0, p50_ms = 0, p99_ms = 0, mean_ms = 0, max_ms = 0;
   double proc_cpu_us = 0, nats_cpu_us = 0, bench_cpu_us = 0;        // per request
+  double audit_cpu_us = 0;       // chasqui-audit per request (audited phase)
+  double audit_ack_ms = 0;       // mean wait for the durable ack (audited phase)
   double proc_switches = 0, nats_switches = 0, bench_switches = 0;  // context switches per request
   // Cores busy during the window, on the whole machine and outside this run's processes (other
   // users of the machine make every figure noisy).
@@ -374,6 +383,7 @@ absl::StatusOr<PhaseResult> Drive(const Config& config, Load& load, std::string 
   if (r.window_s > 0) {
     const double ours = (after.proc_cpu - before.proc_cpu) + (after.nats_cpu - before.nats_cpu) +
                         (after.self_cpu - before.self_cpu) +
+                        (after.audit_cpu - before.audit_cpu) +
                         (after.idle_child_cpu - before.idle_child_cpu);
     const double busy = after.machine.busy - before.machine.busy;
     r.machine_cores = (after.machine.total - before.machine.total) / r.window_s;
@@ -392,6 +402,9 @@ absl::StatusOr<PhaseResult> Drive(const Config& config, Load& load, std::string 
                            static_cast<double>(after.provider_batches - before.provider_batches));
   r.router_batch = Ratio(after.router_batch_sum - before.router_batch_sum,
                          after.router_batch_count - before.router_batch_count);
+  r.audit_cpu_us = PerRequestUs(before.audit_cpu, after.audit_cpu, r.ok);
+  r.audit_ack_ms = 1e3 * Ratio(after.router_audit_ack_sum - before.router_audit_ack_sum,
+                               after.router_audit_ack_count - before.router_audit_ack_count);
   r.router_verifies_per_req = Ratio(after.router_cache_misses - before.router_cache_misses,
                                     (after.router_cache_hits - before.router_cache_hits) +
                                         (after.router_cache_misses - before.router_cache_misses));
@@ -493,15 +506,22 @@ struct Keys {
   std::vector<PublicIdentity> trusted;
 };
 
+Identity CopyIdentity(const Identity& id) {
+  return Identity{id.pub, *SigningKey::FromSecret(AsView(id.sign.secret().data(), 64)),
+                  *KxKey::FromSecret(AsView(id.kx.secret().data(), 32))};
+}
+
+// `audit` is the chasqui-audit process the router traces into, or null (--audit=false).
 absl::StatusOr<PhaseResult> RunSecured(const Config& config, const std::string& url,
-                                       const std::string& payload, Keys& keys, int ops_port,
-                                       ChildProcess& router, ChildProcess& forwarder,
-                                       ChildProcess& nats) {
+                                       const std::string& payload, const Keys& keys,
+                                       int ops_port, ChildProcess& router,
+                                       ChildProcess& forwarder, ChildProcess& nats,
+                                       const std::string& name, ChildProcess* audit) {
   CHASQUI_ASSIGN_OR_RETURN(auto provider_bus, ConnectBus(url, "chasqui-bench-provider", config));
   CHASQUI_ASSIGN_OR_RETURN(auto consumer_bus, ConnectBus(url, "chasqui-bench-consumer", config));
   Load load(static_cast<size_t>(std::min(config.seconds * 500'000.0, 100e6)));
   CHASQUI_ASSIGN_OR_RETURN(auto provider,
-                           Provider::Create(provider_bus.get(), std::move(*keys.provider),
+                           Provider::Create(provider_bus.get(), CopyIdentity(*keys.provider),
                                             TrustStore::FromIdentities(keys.trusted, kEnv)));
   CHASQUI_RETURN_IF_ERROR(provider->Serve(
       kService, [](const RequestContext&, std::string_view body) -> absl::StatusOr<std::string> {
@@ -509,7 +529,7 @@ absl::StatusOr<PhaseResult> RunSecured(const Config& config, const std::string& 
       }));
   CHASQUI_RETURN_IF_ERROR(provider_bus->Flush(absl::Seconds(2)));
   CHASQUI_ASSIGN_OR_RETURN(auto consumer,
-                           Consumer::Create(consumer_bus.get(), std::move(*keys.consumer),
+                           Consumer::Create(consumer_bus.get(), CopyIdentity(*keys.consumer),
                                             TrustStore::FromIdentities(keys.trusted, kEnv)));
 
   CallOptions options;
@@ -544,7 +564,8 @@ absl::StatusOr<PhaseResult> RunSecured(const Config& config, const std::string& 
     });
   });
   absl::Status scrape_error;
-  auto result = Drive(config, load, "secured", router, forwarder, nats, [&](Snapshot& s) {
+  auto result = Drive(config, load, name, router, forwarder, nats, [&](Snapshot& s) {
+    if (audit != nullptr) s.audit_cpu = CpuOrZero(audit->pid());
     s.consumer_batches = c->batches();
     s.consumer_signed = c->signed_headers();
     s.provider_batches = p->batches();
@@ -558,6 +579,8 @@ absl::StatusOr<PhaseResult> RunSecured(const Config& config, const std::string& 
     s.router_batch_count = scrape->Sum("chasqui_router_request_batch_size_count");
     s.router_cache_hits = scrape->Sum("chasqui_router_root_cache_total", "result=\"hit\"");
     s.router_cache_misses = scrape->Sum("chasqui_router_root_cache_total", "result=\"miss\"");
+    s.router_audit_ack_sum = scrape->Sum("chasqui_router_audit_ack_seconds_sum");
+    s.router_audit_ack_count = scrape->Sum("chasqui_router_audit_ack_seconds_count");
   });
   load.set_state(Load::State::kClosed);
   consumer.reset();  // answers what is left with kClosed, which no longer counts
@@ -612,6 +635,20 @@ absl::Status WaitForChild(ChildProcess& child, std::string_view what,
   return absl::OkStatus();
 }
 
+// Waits for a router child's ops port (from its log) and a 200 on its /readyz.
+absl::Status WaitForRouter(ChildProcess& router, int* ops_port) {
+  CHASQUI_RETURN_IF_ERROR(WaitForChild(router, "ops port in its log", [&] {
+    *ops_port = OpsPortFromLog(ReadFileOrEmpty(router.log_path()));
+    return *ops_port > 0;
+  }));
+  return WaitForChild(router, "200 on /readyz", [&] {
+    httplib::Client client("127.0.0.1", *ops_port);
+    client.set_connection_timeout(1, 0);
+    auto res = client.Get("/readyz");
+    return res && res->status == 200;
+  });
+}
+
 std::string ErrorList(const std::map<std::string, uint64_t>& errors) {
   std::string out;
   for (const auto& [code, n] : errors)
@@ -619,7 +656,11 @@ std::string ErrorList(const std::map<std::string, uint64_t>& errors) {
   return out;
 }
 
-void PrintTable(const Config& config, const PhaseResult& raw, const PhaseResult& secured) {
+// `audited` is null when the audited phase was skipped.
+void PrintTable(const Config& config, const PhaseResult& raw, const PhaseResult& secured,
+                const PhaseResult* audited) {
+  std::vector<const PhaseResult*> phases = {&raw, &secured};
+  if (audited != nullptr) phases.push_back(audited);
   std::cout << fmt::format(
       "chasqui-bench: payload {} B, {} in flight, {:g} s per phase (after {:g} s warm-up), "
       "send_asap={}\n",
@@ -627,13 +668,25 @@ void PrintTable(const Config& config, const PhaseResult& raw, const PhaseResult&
       config.send_asap ? "on" : "off");
   std::cout << fmt::format("{:<9} {:>8} {:>7} {:>7} {:>7}  {}\n", "phase", "req/s", "p50 ms",
                            "p99 ms", "errors", "proc CPU us/req");
-  for (const PhaseResult* r : {&raw, &secured}) {
+  for (const PhaseResult* r : phases) {
     std::cout << fmt::format("{:<9} {:>8.0f} {:>7.2f} {:>7.2f} {:>7}  {} {:.1f}\n", r->name, r->rps,
                              r->p50_ms, r->p99_ms, r->error_count, r->proc_name, r->proc_cpu_us);
   }
   std::cout << fmt::format("ratio secured/raw: {:.2f}   router CPU / forwarder CPU: {:.2f}\n",
                            Ratio(secured.rps, raw.rps),
                            Ratio(secured.proc_cpu_us, raw.proc_cpu_us));
+  if (audited != nullptr) {
+    std::cout << fmt::format(
+        "ratio audited/raw: {:.2f}   audited/secured: {:.2f}   router CPU / forwarder CPU: "
+        "{:.2f}\n",
+        Ratio(audited->rps, raw.rps), Ratio(audited->rps, secured.rps),
+        Ratio(audited->proc_cpu_us, raw.proc_cpu_us));
+    std::cout << fmt::format(
+        "trace: chasqui-audit CPU {:.1f} us/req; mean wait for the durable ack {:.2f} ms; "
+        "nats-server {:.1f} us/req; consumer+provider {:.1f} us/req\n",
+        audited->audit_cpu_us, audited->audit_ack_ms, audited->nats_cpu_us,
+        audited->bench_cpu_us);
+  }
   std::cout << fmt::format(
       "mean batch: consumer {:.1f}, provider {:.1f}, router-seen {:.1f} (weighted by request); "
       "router verifies per request (request side): {:.3f}\n",
@@ -656,7 +709,14 @@ void PrintTable(const Config& config, const PhaseResult& raw, const PhaseResult&
       std::max(raw.foreign_busy_cores, secured.foreign_busy_cores) > 0.15
           ? "  (other load on this machine: figures are noisy)"
           : "");
-  for (const PhaseResult* r : {&raw, &secured}) {
+  if (audited != nullptr) {
+    std::cout << fmt::format("machine, audited: busy {:.2f}; outside this run {:.2f}{}\n",
+                             audited->machine_busy_cores, audited->foreign_busy_cores,
+                             audited->foreign_busy_cores > 0.15
+                                 ? "  (other load on this machine: figures are noisy)"
+                                 : "");
+  }
+  for (const PhaseResult* r : phases) {
     if (!r->errors.empty())
       std::cout << fmt::format("errors {}: {}\n", r->name, ErrorList(r->errors));
   }
@@ -681,11 +741,14 @@ nlohmann::json PhaseJson(const PhaseResult& r) {
           {"proc_switches_per_req", r.proc_switches},
           {"nats_switches_per_req", r.nats_switches},
           {"bench_switches_per_req", r.bench_switches},
+          {"audit_cpu_us_per_req", r.audit_cpu_us},
+          {"audit_ack_ms", r.audit_ack_ms},
           {"machine_busy_cores", r.machine_busy_cores},
           {"foreign_busy_cores", r.foreign_busy_cores}};
 }
 
-void PrintJson(const Config& config, const PhaseResult& raw, const PhaseResult& secured) {
+void PrintJson(const Config& config, const PhaseResult& raw, const PhaseResult& secured,
+               const PhaseResult* audited) {
   nlohmann::json j = {{"payload", config.payload},
                       {"inflight", config.inflight},
                       {"seconds", config.seconds},
@@ -700,6 +763,11 @@ void PrintJson(const Config& config, const PhaseResult& raw, const PhaseResult& 
                         {"provider", secured.provider_batch},
                         {"router_seen", secured.router_batch}}},
                       {"router_verifies_per_req", secured.router_verifies_per_req}};
+  if (audited != nullptr) {
+    j["audited"] = PhaseJson(*audited);
+    j["ratio_audited_raw"] = Ratio(audited->rps, raw.rps);
+    j["ratio_audited_secured"] = Ratio(audited->rps, secured.rps);
+  }
   std::cout << j.dump() << "\n";
 }
 
@@ -721,6 +789,9 @@ absl::StatusOr<int> Run(Config config) {
   }
   if (config.router_bin.empty()) {
     config.router_bin = NextTo(exe_dir, "../services/router/chasqui-router", "chasqui-router");
+  }
+  if (config.audit_bin.empty()) {
+    config.audit_bin = NextTo(exe_dir, "../services/audit/chasqui-audit", "chasqui-audit");
   }
 
   CHASQUI_ASSIGN_OR_RETURN(auto dir, TempDir::Create("chasqui-bench"));
@@ -746,6 +817,8 @@ absl::StatusOr<int> Run(Config config) {
   const Identity router_id = GenerateIdentity("router", kEnv, Role::kRouter);
   keys.trusted = {keys.consumer->pub, keys.provider->pub, router_id.pub};
   CHASQUI_RETURN_IF_ERROR(WriteIdentity(dir->File("router.key"), router_id));
+  CHASQUI_RETURN_IF_ERROR(
+      WriteIdentity(dir->File("audit.key"), GenerateIdentity("audit", kEnv, Role::kRouter)));
   {
     std::ofstream trust(dir->File("trust.json"));
     trust << TrustFileJson(keys.trusted);
@@ -770,29 +843,24 @@ absl::StatusOr<int> Run(Config config) {
                                           "0",
                                           "--provider-timeout-ms",
                                           std::to_string(config.timeout_ms)};
+  // The audited router: the same, tracing (the default) under its own id.
+  std::vector<std::string> audited_router_args = router_args;
+  *(std::find(audited_router_args.begin(), audited_router_args.end(), "--id") + 1) =
+      std::string(kRouterId) + "-audited";
+  router_args.push_back("--audit=false");
   std::vector<std::string> forwarder_args = {config.forwarder_bin, "--nats", url, "--timeout-ms",
                                              std::to_string(config.timeout_ms)};
-  router_args.insert(router_args.end(), config.router_extra_args.begin(),
-                     config.router_extra_args.end());
-  if (config.send_asap) {
-    router_args.push_back("--send-asap");
-    forwarder_args.push_back("--send-asap");
+  for (auto* args : {&router_args, &audited_router_args}) {
+    args->insert(args->end(), config.router_extra_args.begin(), config.router_extra_args.end());
+    if (config.send_asap) args->push_back("--send-asap");
   }
+  if (config.send_asap) forwarder_args.push_back("--send-asap");
   CHASQUI_ASSIGN_OR_RETURN(auto router,
                            ChildProcess::Start("router", router_args, dir->File("router.log")));
   CHASQUI_ASSIGN_OR_RETURN(
       auto forwarder, ChildProcess::Start("forwarder", forwarder_args, dir->File("forwarder.log")));
   int ops_port = 0;
-  CHASQUI_RETURN_IF_ERROR(WaitForChild(*router, "ops port in its log", [&] {
-    ops_port = OpsPortFromLog(ReadFileOrEmpty(router->log_path()));
-    return ops_port > 0;
-  }));
-  CHASQUI_RETURN_IF_ERROR(WaitForChild(*router, "200 on /readyz", [&] {
-    httplib::Client client("127.0.0.1", ops_port);
-    client.set_connection_timeout(1, 0);
-    auto res = client.Get("/readyz");
-    return res && res->status == 200;
-  }));
+  CHASQUI_RETURN_IF_ERROR(WaitForRouter(*router, &ops_port));
   CHASQUI_RETURN_IF_ERROR(WaitForChild(*forwarder, "ready line in its log", [&] {
     return ReadFileOrEmpty(forwarder->log_path()).find("forwarder ready") != std::string::npos;
   }));
@@ -805,22 +873,57 @@ absl::StatusOr<int> Run(Config config) {
                         fmt::format("raw phase: {}\nforwarder log:\n{}", MessageOf(raw.status()),
                                     forwarder->LogTail()));
   }
-  auto secured = RunSecured(config, url, payload, keys, ops_port, *router, *forwarder, *nats);
+  auto secured = RunSecured(config, url, payload, keys, ops_port, *router, *forwarder, *nats,
+                            "secured", nullptr);
   if (!secured.ok() && absl::IsCancelled(secured.status())) return secured.status();
   if (!secured.ok()) {
     return absl::Status(secured.status().code(),
                         fmt::format("secured phase: {}\nrouter log:\n{}",
                                     MessageOf(secured.status()), router->LogTail()));
   }
-  PrintTable(config, *raw, *secured);
-  if (config.json) PrintJson(config, *raw, *secured);
+  // Both routers would share the queue group: the untraced one leaves before the traced one
+  // comes.
+  router->Stop();
+
+  std::optional<PhaseResult> audited;
+  std::unique_ptr<ChildProcess> audit, audited_router;
+  if (!config.skip_audit) {
+    CHASQUI_ASSIGN_OR_RETURN(
+        audit, ChildProcess::Start("audit",
+                                   {config.audit_bin, "serve", "--env", kEnv, "--data",
+                                    dir->File("audit"), "--checkpoint-key", dir->File("audit.key"),
+                                    "--nats", url, "--ops-port", "0"},
+                                   dir->File("audit.log")));
+    CHASQUI_RETURN_IF_ERROR(WaitForChild(*audit, "serving line in its log", [&] {
+      return ReadFileOrEmpty(audit->log_path()).find("audit serving") != std::string::npos;
+    }));
+    CHASQUI_ASSIGN_OR_RETURN(audited_router, ChildProcess::Start("router", audited_router_args,
+                                                                 dir->File("router-audited.log")));
+    int audited_ops_port = 0;
+    CHASQUI_RETURN_IF_ERROR(WaitForRouter(*audited_router, &audited_ops_port));
+    auto phase = RunSecured(config, url, payload, keys, audited_ops_port, *audited_router,
+                            *forwarder, *nats, "audited", audit.get());
+    if (!phase.ok() && absl::IsCancelled(phase.status())) return phase.status();
+    if (!phase.ok()) {
+      return absl::Status(phase.status().code(),
+                          fmt::format("audited phase: {}\nrouter log:\n{}\naudit log:\n{}",
+                                      MessageOf(phase.status()), audited_router->LogTail(),
+                                      audit->LogTail()));
+    }
+    audited = *std::move(phase);
+  }
+  const PhaseResult* audited_ptr = audited ? &*audited : nullptr;
+  PrintTable(config, *raw, *secured, audited_ptr);
+  if (config.json) PrintJson(config, *raw, *secured, audited_ptr);
 
   // Stop the children before the temp dir goes (they are also stopped on every error path).
   forwarder->Stop();
-  router->Stop();
+  if (audited_router) audited_router->Stop();
+  if (audit) audit->Stop();
   nats->Stop();
   if (config.keep_dir) std::cout << "logs and keys kept in " << dir->path() << "\n";
-  return raw->error_count + secured->error_count > 0 ? 1 : 0;
+  return raw->error_count + secured->error_count + (audited ? audited->error_count : 0) > 0 ? 1
+                                                                                            : 0;
 }
 
 }  // namespace
@@ -853,6 +956,9 @@ int main(int argc, char** argv) {
   app.add_option("--forwarder-bin", config.forwarder_bin,
                  "chasqui-forwarder (default: next to this binary)");
   app.add_option("--nats-server-bin", config.nats_server_bin, "nats-server (default: on PATH)");
+  app.add_option("--audit-bin", config.audit_bin,
+                 "chasqui-audit (default: ../services/audit/ next to this binary)");
+  app.add_flag("--skip-audit", config.skip_audit, "leave out the audited phase");
   CLI11_PARSE(app, argc, argv);
 
   std::signal(SIGPIPE, SIG_IGN);

@@ -34,6 +34,11 @@ int main(int argc, char** argv) {
   int64_t provider_timeout_ms = 5000;
   bus_options.url = "nats://127.0.0.1:4222";
   options.router_id = fmt::format("r{}", ::getpid());
+  options.audit = true;  // no trace, no data, unless a benchmark or test says otherwise
+  int64_t audit_timeout_ms = absl::ToInt64Milliseconds(options.audit_client.timeout);
+  int64_t audit_retry_ms = absl::ToInt64Milliseconds(options.audit_retry_interval);
+  int64_t refusal_count_interval_ms =
+      absl::ToInt64Milliseconds(options.refusal_count_interval);
 
   CLI::App app{"Chasqui router: authenticates, checks and forwards every exchange"};
   app.add_option("--env", options.env, "environment: test or prod")->required();
@@ -62,12 +67,32 @@ int main(int argc, char** argv) {
                  "unchecked");
   app.add_option("--preauth-refusal-burst", options.preauth_refusals.burst,
                  "refusals before authentication answered at once per consumer");
+  app.add_option("--audit", options.audit,
+                 "trace every exchange through chasqui-audit and relay a reply only once its "
+                 "record is durable (default true; --audit=false only for benchmarks and tests: "
+                 "exchanges then leave no trace)");
+  app.add_option("--audit-subject", options.audit_client.subject,
+                 "subject the audit service serves appends on");
+  app.add_option("--audit-backlog", options.audit_client.max_backlog,
+                 "records queued for or awaiting the audit service before new requests are "
+                 "refused with AUDIT_UNAVAILABLE");
+  app.add_option("--audit-timeout-ms", audit_timeout_ms,
+                 "wait this long for the audit service to acknowledge a batch before its "
+                 "replies are withheld (AUDIT_UNAVAILABLE)");
+  app.add_option("--audit-retry-ms", audit_retry_ms,
+                 "while audit fails, forward one request per this interval to probe it; the "
+                 "rest are refused at once");
+  app.add_option("--refusal-count-interval-ms", refusal_count_interval_ms,
+                 "send counts of refusals before authentication to the audit trail this often");
   app.add_flag("--shared-delivery-thread", bus_options.shared_delivery_thread,
                "deliver requests and replies on one thread (no contention between them)");
   app.add_flag("--send-asap", bus_options.send_asap,
                "flush every publish at once (lower latency, lower pipelined throughput)");
   CLI11_PARSE(app, argc, argv);
   options.provider_timeout = absl::Milliseconds(provider_timeout_ms);
+  options.audit_client.timeout = absl::Milliseconds(audit_timeout_ms);
+  options.audit_retry_interval = absl::Milliseconds(audit_retry_ms);
+  options.refusal_count_interval = absl::Milliseconds(refusal_count_interval_ms);
   bus_options.name = fmt::format("chasqui-router-{}", options.router_id);
 
   chasqui::DisableCoreDumps();  // a core would hold the router's private key

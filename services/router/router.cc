@@ -5,6 +5,7 @@
 #include "common/core/log.h"
 #include "common/core/names.h"
 #include "common/core/status.h"
+#include "common/crypto/sodium.h"
 #include "common/envelope/errors.h"
 #include "common/envelope/subjects.h"
 #include "fmt/format.h"
@@ -13,6 +14,51 @@ namespace chasqui {
 namespace {
 constexpr int kRefusalLogLinesPerSecond = 20;
 constexpr std::string_view kUnknown = "unknown";
+// The audit service stores a signed header up to this size; a larger one goes as its hash.
+constexpr size_t kMaxTracedHeaderBytes = 4096;
+// Refusal counts kept for resending while the audit service is away; beyond them the oldest
+// intervals are given up (counted in chasqui_router_audit_lost_total).
+constexpr size_t kMaxUnsentRefusalCounts = 10'000;
+
+void FillSignedHeader(v1::SignedHeader* out, const std::string& header_bytes,
+                      const v1::Signature& sig) {
+  if (header_bytes.size() <= kMaxTracedHeaderBytes) {
+    out->set_header(header_bytes);
+  } else {
+    const Hash32 h = Blake2b256(header_bytes);
+    out->set_header_hash(reinterpret_cast<const char*>(h.data()), h.size());
+  }
+  *out->mutable_sig() = sig;
+}
+
+// The request's half of an exchange's record: who asked what for whom, and its signed header.
+std::shared_ptr<v1::AuditRecord> RequestRecord(const ParsedEnvelope& p, int64_t received_ms,
+                                               const std::string& router_id) {
+  const v1::Header& h = p.header;
+  auto r = std::make_shared<v1::AuditRecord>();
+  r->set_request_id(h.id());
+  r->set_sender_cert(h.sender_cert());
+  r->set_env(h.env());
+  r->set_consumer(h.consumer());
+  r->set_provider(h.provider());
+  r->set_service(h.service());
+  r->set_service_version(h.service_version());
+  r->set_end_user(h.end_user());
+  r->set_purpose(h.purpose());
+  r->set_annex_id(h.annex_id());
+  r->set_consent_ref(h.consent_ref());
+  r->set_received_at_ms(received_ms);
+  r->set_request_body_bytes(p.envelope.body().size());
+  r->set_request_body_hash(h.body_hash());
+  FillSignedHeader(r->mutable_request(), p.envelope.header(), p.envelope.sig());
+  r->set_router_id(router_id);
+  return r;
+}
+
+// What the consumer is told when the trace refused a reply.
+v1::Code RefusalForTrace(const absl::Status& s) {
+  return absl::IsAlreadyExists(s) ? v1::REPLAYED : v1::AUDIT_UNAVAILABLE;
+}
 }  // namespace
 
 // One forwarded request, until its answer is relayed.
@@ -25,11 +71,12 @@ struct RouterCore::Exchange {
   std::string label_consumer;  // metric labels, decided once on the way in
   std::string label_provider;
   int64_t router_ns = 0;  // time spent in the router on the way in
+  std::shared_ptr<v1::AuditRecord> record;  // with tracing on: the request's half, forwarded_at
 };
 
 RouterCore::RouterCore(const RouterOptions& options, Publisher* publisher, RequestMux* mux,
                        Identity identity, TrustStore trust, RouterMetrics* metrics,
-                       const Clock& clock)
+                       const Clock& clock, audit::AuditClient* audit)
     : options_(options),
       publisher_(publisher),
       mux_(mux),
@@ -41,7 +88,12 @@ RouterCore::RouterCore(const RouterOptions& options, Publisher* publisher, Reque
       verifier_(options.env, &root_cache_),
       replay_(clock, options.freshness_window_ms),
       preauth_limiter_(clock, options.preauth_refusals),
-      signer_(identity_.sign, EnvelopeTag(options.env)) {}
+      signer_(identity_.sign, EnvelopeTag(options.env)),
+      audit_(audit),
+      tally_(options.env, options.router_id, clock.NowUnixMillis()) {
+  absl::MutexLock lock(&audit_mu_);
+  last_flush_ns_ = clock_.NowMonoNanos();
+}
 
 std::string_view RouterCore::KnownEntityOr(std::string_view name) const {
   return trust_.Find(name, Role::kEntity) != nullptr ? name : kUnknown;
@@ -62,9 +114,12 @@ void RouterCore::LogRefusal(std::string_view what) {
 
 void RouterCore::HandleRequest(const BusMessage& msg) {
   const int64_t start_ns = clock_.NowMonoNanos();
+  const int64_t received_ms = clock_.NowUnixMillis();
   const auto subject = ParseRequestSubject(msg.subject);
   if (!subject || subject->env != options_.env) {
     metrics_->CountDropped("bad_subject");
+    // Counted, as RefusalCount entries have no drop reason, under the code closest to it.
+    if (audit_ != nullptr) tally_.Count(kUnknown, v1::BAD_REQUEST);
     LogRefusal(fmt::format("subject \"{}\": not chq.{}.req.<consumer>.<provider>.<service>; "
                            "dropped",
                            Printable(msg.subject), options_.env));
@@ -74,6 +129,7 @@ void RouterCore::HandleRequest(const BusMessage& msg) {
   // check reply subjects, so answering one would let a sender aim the router at anybody.
   if (!IsReplySubjectUnder(msg.reply, EntityInboxPrefix(options_.env, subject->consumer))) {
     metrics_->CountDropped("reply_subject");
+    if (audit_ != nullptr) tally_.Count(KnownEntityOr(subject->consumer), v1::BAD_REQUEST);
     LogRefusal(fmt::format("request on {}: reply subject \"{}\" is outside _INBOX.{}.{}.; "
                            "dropped unanswered",
                            msg.subject, Printable(msg.reply), options_.env, subject->consumer));
@@ -81,6 +137,8 @@ void RouterCore::HandleRequest(const BusMessage& msg) {
   }
   if (preauth_limiter_.Blocked(subject->consumer)) {
     metrics_->CountDropped("preauth_flood");
+    // Unchecked, so of unknown cause: counted as what the refusals that blocked it mostly are.
+    if (audit_ != nullptr) tally_.Count(KnownEntityOr(subject->consumer), v1::UNAUTHENTICATED);
     LogRefusal(fmt::format("request on {}: consumer {} is over its limit of {}/s refusals "
                            "before authentication; dropped unchecked until it slows down",
                            msg.subject, subject->consumer,
@@ -90,11 +148,17 @@ void RouterCore::HandleRequest(const BusMessage& msg) {
   const std::string reply_to(msg.reply);
   const std::string_view label_consumer = KnownEntityOr(subject->consumer);
   bool authenticated = false;
+  std::shared_ptr<v1::AuditRecord> trace;  // once authenticated, with tracing on
   auto refuse = [&](const absl::Status& why, const std::string& in_reply_to,
                     std::string_view label_provider) {
-    if (!authenticated) preauth_limiter_.Charge(subject->consumer);
+    if (!authenticated) {
+      preauth_limiter_.Charge(subject->consumer);
+      // Before authentication nobody is proven to have asked: counted, never recorded.
+      if (audit_ != nullptr) tally_.Count(label_consumer, ChasquiCode(why));
+    }
     Refuse(msg, reply_to, in_reply_to, subject->consumer, subject->provider, subject->service,
-           label_consumer, label_provider, authenticated ? subject->service : kUnknown, why);
+           label_consumer, label_provider, authenticated ? subject->service : kUnknown, why,
+           std::move(trace));
   };
 
   if (msg.data.size() > options_.max_envelope_bytes) {
@@ -153,6 +217,7 @@ void RouterCore::HandleRequest(const BusMessage& msg) {
     return;
   }
   authenticated = true;
+  if (audit_ != nullptr) trace = RequestRecord(*parsed, received_ms, options_.router_id);
   (cache_hit ? metrics_->root_cache_hits() : metrics_->root_cache_misses()).Increment();
   metrics_->batch_size().Observe(parsed->envelope.sig().tree_size());
   const PublicIdentity* recipient = trust_.BySerial(h.recipient_cert());
@@ -168,6 +233,13 @@ void RouterCore::HandleRequest(const BusMessage& msg) {
     refuse(s, id, label_provider);
     return;
   }
+  if (audit_ != nullptr && !AuditAdmits()) {
+    refuse(ChasquiError(v1::AUDIT_UNAVAILABLE,
+                        "the audit service is not acknowledging trace records, and nothing is "
+                        "served untraced; retry later with a new request"),
+           id, label_provider);
+    return;
+  }
 
   auto ex = std::make_shared<Exchange>();
   ex->reply_to = reply_to;
@@ -177,6 +249,10 @@ void RouterCore::HandleRequest(const BusMessage& msg) {
   ex->service = h.service();
   ex->label_consumer = label_consumer;
   ex->label_provider = label_provider;
+  if (trace != nullptr) {
+    trace->set_forwarded_at_ms(clock_.NowUnixMillis());
+    ex->record = std::move(trace);
+  }
   metrics_->in_flight().Increment();
   ex->router_ns = clock_.NowMonoNanos() - start_ns;
   absl::Status sent = mux_->Request(
@@ -185,8 +261,9 @@ void RouterCore::HandleRequest(const BusMessage& msg) {
       [this, ex](MuxOutcome outcome, const BusMessage* reply) { OnProviderAnswer(ex, outcome, reply); });
   if (!sent.ok()) {
     metrics_->in_flight().Decrement();
+    if (ex->record != nullptr) ex->record->set_forwarded_at_ms(0);
     SendError(reply_to, id, h.consumer(), h.provider(), h.service(), v1::UNAVAILABLE,
-              "the router could not forward the request; retry");
+              "the router could not forward the request; retry", ex->record, label_consumer);
     metrics_->CountRequest(label_consumer, label_provider, h.service(), v1::UNAVAILABLE);
     CHQ_LOG_ERROR("forwarding to {} failed: {}", h.provider(), MessageOf(sent));
   }
@@ -239,6 +316,13 @@ void RouterCore::OnProviderAnswer(const std::shared_ptr<Exchange>& ex, MuxOutcom
         break;
       }
       if (parsed->header.kind() == v1::KIND_ERROR) code = parsed->header.error().code();
+      if (ex->record != nullptr) {
+        // No trace, no data: the reply leaves once its record is durable; counted then.
+        RelayAfterTrace(ex, code, std::string(reply->data), *parsed);
+        metrics_->added_latency().Observe(
+            static_cast<double>(ex->router_ns + clock_.NowMonoNanos() - start_ns) * 1e-9);
+        return;
+      }
       if (absl::Status s = publisher_->Publish(ex->reply_to, reply->data); !s.ok()) {
         CHQ_LOG_ERROR("relaying a reply to {} failed: {}", ex->consumer, MessageOf(s));
       }
@@ -248,7 +332,8 @@ void RouterCore::OnProviderAnswer(const std::shared_ptr<Exchange>& ex, MuxOutcom
   if (!problem.empty()) {
     LogRefusal(fmt::format("{}->{}/{}: {}: {}", ex->consumer, ex->provider, ex->service,
                            CodeName(code), problem));
-    SendError(ex->reply_to, ex->id, ex->consumer, ex->provider, ex->service, code, problem);
+    SendError(ex->reply_to, ex->id, ex->consumer, ex->provider, ex->service, code, problem,
+              ex->record, ex->label_consumer);
   }
   metrics_->CountRequest(ex->label_consumer, ex->label_provider, ex->service,
                          code);
@@ -260,16 +345,26 @@ void RouterCore::Refuse(const BusMessage& msg, const std::string& reply_to,
                         const std::string& in_reply_to, std::string_view consumer,
                         std::string_view provider, std::string_view service,
                         std::string_view label_consumer, std::string_view label_provider,
-                        std::string_view label_service, const absl::Status& why) {
+                        std::string_view label_service, const absl::Status& why,
+                        std::shared_ptr<v1::AuditRecord> trace) {
   const v1::Code code = ChasquiCode(why);
   metrics_->CountRequest(label_consumer, label_provider, label_service, code);
   LogRefusal(fmt::format("{} on {}: {}", CodeName(code), msg.subject, MessageOf(why)));
-  SendError(reply_to, in_reply_to, consumer, provider, service, code, MessageOf(why));
+  SendError(reply_to, in_reply_to, consumer, provider, service, code, MessageOf(why),
+            std::move(trace), label_consumer);
 }
 
 void RouterCore::SendError(const std::string& reply_to, const std::string& in_reply_to,
                            std::string_view consumer, std::string_view provider,
-                           std::string_view service, v1::Code code, std::string_view message) {
+                           std::string_view service, v1::Code code, std::string_view message,
+                           std::shared_ptr<v1::AuditRecord> trace,
+                           std::string_view label_consumer) {
+  if (trace != nullptr && (code == v1::REPLAYED || code == v1::AUDIT_UNAVAILABLE)) {
+    // A replay shares its (sender, id) with the exchange it repeats, and AUDIT_UNAVAILABLE is
+    // answered because records are not being stored: neither can be a record of its own.
+    tally_.Count(label_consumer, code);
+    trace.reset();
+  }
   v1::Header h;
   h.set_protocol_version(kProtocolVersion);
   h.set_id(NewEnvelopeId());
@@ -283,11 +378,205 @@ void RouterCore::SendError(const std::string& reply_to, const std::string& in_re
   h.set_in_reply_to(in_reply_to);
   h.mutable_error()->set_code(code);
   h.mutable_error()->set_message(std::string(message.substr(0, kMaxErrorMessageBytes)));
-  SignEnvelope(signer_, std::move(h), std::string(), [this, reply_to](std::string wire) {
-    if (absl::Status s = publisher_->Publish(reply_to, wire); !s.ok()) {
+  const Hash32 empty_body_hash = Blake2b256("");
+  h.set_body_hash(reinterpret_cast<const char*>(empty_body_hash.data()), empty_body_hash.size());
+  // SignEnvelope's steps, by hand: the trace needs the signed header bytes and the signature.
+  signer_.Submit(h.SerializeAsString(), [this, reply_to, code, trace = std::move(trace),
+                                         label = std::string(label_consumer)](
+                                            std::string header_bytes, v1::Signature sig) {
+    if (trace != nullptr) {
+      v1::AuditRecord record = std::move(*trace);
+      record.set_replied_at_ms(clock_.NowUnixMillis());
+      record.set_outcome(code);
+      record.set_reply_body_bytes(0);
+      const Hash32 body_hash = Blake2b256("");
+      record.set_reply_body_hash(reinterpret_cast<const char*>(body_hash.data()),
+                                 body_hash.size());
+      FillSignedHeader(record.mutable_reply(), header_bytes, sig);
+      record.set_replier_cert(identity_.pub.serial);
+      TraceRefusal(std::move(record), label);
+    }
+    v1::Envelope envelope;
+    envelope.set_header(std::move(header_bytes));
+    *envelope.mutable_sig() = std::move(sig);
+    if (absl::Status s = publisher_->Publish(reply_to, envelope.SerializeAsString()); !s.ok()) {
       CHQ_LOG_ERROR("publishing an error envelope failed: {}", MessageOf(s));
     }
   });
+}
+
+void RouterCore::RelayAfterTrace(const std::shared_ptr<Exchange>& ex, v1::Code code,
+                                 std::string wire, const ParsedEnvelope& reply) {
+  v1::AuditRecord record = std::move(*ex->record);
+  ex->record.reset();
+  record.set_replied_at_ms(clock_.NowUnixMillis());
+  record.set_outcome(code);
+  record.set_reply_body_bytes(reply.envelope.body().size());
+  record.set_reply_body_hash(reply.header.body_hash());
+  FillSignedHeader(record.mutable_reply(), reply.envelope.header(), reply.envelope.sig());
+  record.set_replier_cert(reply.header.sender_cert());
+  const int64_t handed_ns = clock_.NowMonoNanos();
+  audit::AuditClient* audit = audit_.load();
+  auto done = [this, ex, code, wire = std::move(wire), handed_ns](absl::StatusOr<uint64_t> seq) {
+    NoteAuditResult(seq.status());
+    if (seq.ok()) {
+      metrics_->audit_ack_latency().Observe(
+          static_cast<double>(clock_.NowMonoNanos() - handed_ns) * 1e-9);
+      if (absl::Status s = publisher_->Publish(ex->reply_to, wire); !s.ok()) {
+        CHQ_LOG_ERROR("relaying a reply to {} failed: {}", ex->consumer, MessageOf(s));
+      }
+      metrics_->CountRequest(ex->label_consumer, ex->label_provider, ex->service, code);
+      return;
+    }
+    const v1::Code refusal = RefusalForTrace(seq.status());
+    if (absl::IsInvalidArgument(seq.status())) {
+      // A router bug, not an outage: say so loudly, but the reply still stays here.
+      metrics_->CountAuditLost("record");
+      CHQ_LOG_ERROR("the audit service refused an exchange's record as malformed: {}",
+                    MessageOf(seq.status()));
+    }
+    const std::string why =
+        refusal == v1::REPLAYED
+            ? "this request id was already traced (a duplicate seen by another router); its "
+              "reply is not released"
+            : "the exchange could not be traced durably, so its reply is not released; retry "
+              "later with a new request";
+    LogRefusal(fmt::format("{}->{}/{}: {}: {} ({})", ex->consumer, ex->provider, ex->service,
+                           CodeName(refusal), why, MessageOf(seq.status())));
+    SendError(ex->reply_to, ex->id, ex->consumer, ex->provider, ex->service, refusal, why);
+    tally_.Count(ex->label_consumer, refusal);
+    metrics_->CountRequest(ex->label_consumer, ex->label_provider, ex->service, refusal);
+  };
+  if (audit == nullptr) {
+    done(absl::UnavailableError("the router is shutting down"));
+    return;
+  }
+  audit->Append(std::move(record), std::move(done));
+}
+
+void RouterCore::TraceRefusal(v1::AuditRecord record, std::string label_consumer) {
+  audit::AuditClient* audit = audit_.load();
+  const v1::Code code = record.outcome();
+  if (audit == nullptr) {
+    tally_.Count(label_consumer, code);
+    return;
+  }
+  audit->Append(std::move(record), [this, code, label = std::move(label_consumer)](
+                                       absl::StatusOr<uint64_t> seq) {
+    NoteAuditResult(seq.status());
+    if (seq.ok()) return;
+    if (absl::IsInvalidArgument(seq.status())) {
+      metrics_->CountAuditLost("record");
+      CHQ_LOG_ERROR("the audit service refused a refusal's record as malformed: {}",
+                    MessageOf(seq.status()));
+    }
+    // Not stored as a record (audit away, or its key already taken, e.g. an EXPIRED resend of
+    // an old exchange): it still shows in the counts.
+    tally_.Count(label, code);
+  });
+}
+
+bool RouterCore::AuditAdmits() {
+  audit::AuditClient* audit = audit_.load();
+  if (audit == nullptr) return false;
+  // The bounded backlog: past it, new requests are refused rather than queued.
+  if (audit->backlog() >= options_.audit_client.max_backlog) return false;
+  if (audit_failing_since_ns_.load(std::memory_order_relaxed) == 0) return true;
+  const int64_t now = clock_.NowMonoNanos();
+  int64_t last = audit_last_probe_ns_.load();
+  if (now - last < absl::ToInt64Nanoseconds(options_.audit_retry_interval)) return false;
+  return audit_last_probe_ns_.compare_exchange_strong(last, now);
+}
+
+void RouterCore::NoteAuditResult(const absl::Status& status) {
+  // Only Unavailable means the trace is not being stored; any answer from the service
+  // (durable, duplicate, malformed) means it is there.
+  if (!absl::IsUnavailable(status)) {
+    const int64_t since = audit_failing_since_ns_.exchange(0);
+    if (since != 0) {
+      metrics_->audit_up().Set(1);
+      CHQ_LOG_INFO("audit service acknowledging records again after {} ms: serving",
+                   (clock_.NowMonoNanos() - since) / 1'000'000);
+    }
+    return;
+  }
+  int64_t expected = 0;
+  const int64_t now = std::max<int64_t>(clock_.NowMonoNanos(), 1);
+  if (audit_failing_since_ns_.compare_exchange_strong(expected, now)) {
+    {
+      absl::MutexLock lock(&audit_mu_);
+      audit_failure_ = std::string(MessageOf(status));
+    }
+    audit_last_probe_ns_ = now;
+    metrics_->audit_up().Set(0);
+    CHQ_LOG_ERROR("audit service not acknowledging records ({}): replies are withheld and new "
+                  "requests refused with AUDIT_UNAVAILABLE; one request per {} ms probes it",
+                  MessageOf(status), absl::ToInt64Milliseconds(options_.audit_retry_interval));
+  }
+}
+
+absl::Status RouterCore::AuditHealth() const {
+  if (audit_.load() == nullptr) return absl::OkStatus();
+  const int64_t since = audit_failing_since_ns_.load();
+  if (since == 0) return absl::OkStatus();
+  absl::MutexLock lock(&audit_mu_);
+  return absl::UnavailableError(fmt::format(
+      "audit service not acknowledging records for {} ms ({}): answering AUDIT_UNAVAILABLE",
+      (clock_.NowMonoNanos() - since) / 1'000'000, audit_failure_));
+}
+
+void RouterCore::FlushRefusalCounts(bool force) {
+  audit::AuditClient* audit = audit_.load();
+  if (audit == nullptr) return;
+  metrics_->audit_backlog().Set(static_cast<double>(audit->backlog()));
+  std::vector<v1::RefusalCount> batch;
+  const int64_t now_ns = clock_.NowMonoNanos();
+  bool cut;
+  {
+    absl::MutexLock lock(&audit_mu_);
+    cut = force ||
+          now_ns - last_flush_ns_ >= absl::ToInt64Nanoseconds(options_.refusal_count_interval);
+    // Counts whose sending failed are retried every tick: while the trace is down they are
+    // also what finds out that it is back.
+    if (!cut && unsent_counts_.empty()) return;
+    if (cut) last_flush_ns_ = now_ns;
+    batch.swap(unsent_counts_);
+  }
+  if (cut) {
+    for (v1::RefusalCount& c : tally_.Cut(clock_.NowUnixMillis())) batch.push_back(std::move(c));
+  }
+  if (batch.empty()) return;
+  {
+    absl::MutexLock lock(&audit_mu_);
+    counts_in_flight_ += batch.size();
+  }
+  for (v1::RefusalCount& c : batch) {
+    v1::RefusalCount copy = c;
+    audit->AppendRefusalCount(std::move(c), [this, copy = std::move(copy)](
+                                                absl::StatusOr<uint64_t> seq) {
+      NoteAuditResult(seq.status());
+      absl::MutexLock lock(&audit_mu_);
+      --counts_in_flight_;
+      // Stored, or stored before and its ack lost: done either way.
+      if (seq.ok() || absl::IsAlreadyExists(seq.status())) return;
+      if (absl::IsInvalidArgument(seq.status()) ||
+          unsent_counts_.size() >= kMaxUnsentRefusalCounts) {
+        metrics_->CountAuditLost("refusal_count");
+        return;
+      }
+      unsent_counts_.push_back(copy);
+    });
+  }
+}
+
+size_t RouterCore::unsent_refusal_counts() const {
+  absl::MutexLock lock(&audit_mu_);
+  return unsent_counts_.size() + counts_in_flight_;
+}
+
+void RouterCore::StopTracing() {
+  signer_.Stop();  // completions of queued errors may still append; after this, none are queued
+  audit_.store(nullptr);
 }
 
 absl::StatusOr<std::unique_ptr<Router>> Router::Start(const RouterOptions& options, Bus* bus,
@@ -318,9 +607,25 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Start(const RouterOptions& optio
   CHASQUI_ASSIGN_OR_RETURN(router->mux_,
                            RequestMux::Create(bus, RouterInboxPrefix(options.env,
                                                                         options.router_id)));
+  if (options.audit) {
+    CHASQUI_ASSIGN_OR_RETURN(
+        router->audit_mux_,
+        RequestMux::Create(bus, RouterInboxPrefix(options.env, options.router_id) + ".audit"));
+    router->audit_ = audit::AuditClient::Create(router->audit_mux_.get(), options.audit_client);
+    CHQ_LOG_INFO("router {}: tracing every exchange on {} (backlog {} records, ack timeout {}); "
+                 "replies are relayed only once their record is durable",
+                 options.router_id, options.audit_client.subject,
+                 options.audit_client.max_backlog,
+                 absl::FormatDuration(options.audit_client.timeout));
+  } else {
+    CHQ_LOG_WARN("router {}: tracing is OFF (--audit=false): exchanges are relayed untraced; "
+                 "for benchmarks and tests only",
+                 options.router_id);
+  }
   router->core_ = std::make_unique<RouterCore>(options, bus, router->mux_.get(),
                                                std::move(identity), std::move(trust),
-                                               router->metrics_.get(), clock);
+                                               router->metrics_.get(), clock,
+                                               router->audit_.get());
   const int64_t hold_ms =
       options.startup_hold_ms >= 0 ? options.startup_hold_ms : 2 * options.freshness_window_ms;
   CHQ_LOG_INFO("router {} env={} unready for {} ms (freshness window {} ms plus skew), then "
@@ -355,6 +660,7 @@ void Router::HoldThenSubscribe(int64_t hold_ms) {
     const int64_t late = mux_->LateReplies();
     metrics_->late_replies().Increment(static_cast<double>(late - late_seen));
     late_seen = late;
+    core_->FlushRefusalCounts(/*force=*/false);
   } while (!stop_.WaitForNotificationWithTimeout(absl::Seconds(1)));
 }
 
@@ -362,7 +668,7 @@ absl::Status Router::Ready() const {
   if (subscribe_failed_) return absl::UnavailableError("subscribing to requests failed");
   if (!serving_) return absl::UnavailableError("startup hold: waiting out the freshness window");
   if (!bus_->Connected()) return absl::UnavailableError("not connected to NATS");
-  return absl::OkStatus();
+  return core_->AuditHealth();
 }
 
 absl::Status Router::Drain(absl::Duration timeout) {
@@ -370,8 +676,23 @@ absl::Status Router::Drain(absl::Duration timeout) {
   if (hold_thread_.joinable()) hold_thread_.join();
   serving_ = false;
   metrics_->ready().Set(0);
-  if (subscription_) return subscription_->Drain(timeout);
-  return absl::OkStatus();
+  absl::Status drained;
+  if (subscription_) drained = subscription_->Drain(timeout);
+  if (audit_ != nullptr) {
+    // What was counted until now goes to the trail; give the acks a moment.
+    core_->FlushRefusalCounts(/*force=*/true);
+    const absl::Time deadline = absl::Now() + absl::Seconds(2);
+    while ((audit_->backlog() > 0 || core_->unsent_refusal_counts() > 0) &&
+           absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    if (const size_t left = core_->unsent_refusal_counts(); left > 0) {
+      CHQ_LOG_WARN("router {}: {} refusal counts not acknowledged by the audit service at "
+                   "shutdown",
+                   options_.router_id, left);
+    }
+  }
+  return drained;
 }
 
 Router::~Router() {
@@ -379,6 +700,10 @@ Router::~Router() {
   if (hold_thread_.joinable()) hold_thread_.join();
   subscription_.reset();  // no new requests reach the core
   mux_.reset();           // answers what is pending with kClosed, through the core
+  // The core outlives the audit client and its mux: their last answers run through it.
+  if (core_ != nullptr) core_->StopTracing();
+  audit_.reset();         // answers queued records Unavailable (their replies stay here)
+  audit_mux_.reset();     // answers the batches in flight with kClosed
 }
 
 }  // namespace chasqui

@@ -6,6 +6,18 @@
 // lies outside `_INBOX.<env>.<consumer>.` is dropped, counted and logged, and nothing is ever
 // published to that subject. Accepted requests go to `chq.<env>.svc.<provider>.<service>` with
 // the router's own reply subject; the provider's verified reply is relayed as received.
+//
+// With `audit` on (step 4, "no trace, no data"), every exchange and every authenticated refusal
+// is appended to the audit service through an AuditClient, and a provider's reply (or its signed
+// error) is relayed only after the audit service acknowledged the record as durable. If the
+// audit service says the (sender, id) was already stored (a duplicate that slipped past another
+// replica), the reply is withheld and the consumer gets REPLAYED; if it cannot store the record
+// (backlog full, no answer in time, nobody serving), the reply is withheld and the consumer gets
+// AUDIT_UNAVAILABLE. While appends fail, new requests are refused AUDIT_UNAVAILABLE before any
+// provider sees them, except one per `audit_retry_interval`, whose record tells whether audit is
+// back. Refusals before authentication, drops, and the authenticated refusals that cannot take a
+// record's unique key (REPLAYED, AUDIT_UNAVAILABLE) are counted per (consumer label, code) and
+// sent as RefusalCount entries every `refusal_count_interval`.
 
 #include <atomic>
 #include <cstdint>
@@ -26,7 +38,9 @@
 #include "common/envelope/replay_guard.h"
 #include "common/envelope/verifier.h"
 #include "prometheus/registry.h"
+#include "services/audit/audit_client.h"
 #include "services/router/refusal_limiter.h"
+#include "services/router/refusal_tally.h"
 #include "services/router/router_metrics.h"
 
 namespace chasqui {
@@ -44,32 +58,77 @@ struct RouterOptions {
   // Refusals before authentication answered per consumer; beyond them its requests are
   // dropped unchecked (counted as dropped{reason="preauth_flood"}) until it slows down.
   RefusalLimits preauth_refusals;
+  // No trace, no data: see the file comment. Off here so a library user who builds a router
+  // without an audit service gets a working router; chasqui-router turns it on unless started
+  // with --audit=false (benchmarks and tests that say so).
+  bool audit = false;
+  // The subject, backlog bound and ack timeout of the trace; the backlog bound is what the
+  // router holds before it refuses new requests with AUDIT_UNAVAILABLE.
+  audit::AuditClientOptions audit_client;
+  // Refusal counts are sent this often (and when the router drains).
+  absl::Duration refusal_count_interval = absl::Seconds(10);
+  // While appends fail, one request per interval is still forwarded to find out whether the
+  // audit service is back; the rest are refused before any provider does work for nothing.
+  absl::Duration audit_retry_interval = absl::Milliseconds(250);
 };
 
 // The checks and the forwarding, written against small interfaces so unit tests can use
 // fakes. Thread-safe: HandleRequest may run on several threads.
 class RouterCore {
  public:
-  // `publisher`, `mux`, `metrics` and `clock` must outlive the core.
+  // `publisher`, `mux`, `metrics`, `clock` and `audit` must outlive the core. `audit` is null
+  // when tracing is off (then `options.audit` is ignored).
   RouterCore(const RouterOptions& options, Publisher* publisher, RequestMux* mux,
-             Identity identity, TrustStore trust, RouterMetrics* metrics, const Clock& clock);
+             Identity identity, TrustStore trust, RouterMetrics* metrics, const Clock& clock,
+             audit::AuditClient* audit = nullptr);
 
   void HandleRequest(const BusMessage& msg);
+
+  // Sends the refusal counts of the interval now closing, and those whose earlier sending
+  // failed, to the audit service (no-op when tracing is off). Called by the router's ticker
+  // every second; sends only once `refusal_count_interval` has passed, unless `force`.
+  void FlushRefusalCounts(bool force);
+  // OK while traced appends succeed (or tracing is off); Unavailable saying since when and why
+  // not otherwise.
+  absl::Status AuditHealth() const;
+  // Refusal-count entries not yet acknowledged by the audit service (retried at each flush).
+  size_t unsent_refusal_counts() const;
+  // For shutdown, before the AuditClient goes: signs and sends the error envelopes still queued
+  // (their refusals may still be appended), then stops using the client; what would be traced
+  // later is counted instead. Not thread-safe against HandleRequest: stop requests first.
+  void StopTracing();
 
   const RootCache& root_cache() const { return root_cache_; }
   const BatchSigner& signer() const { return signer_; }
 
  private:
   struct Exchange;
+  // `trace` (null before authentication, or with tracing off) is the request's half-filled
+  // record: the refusal is recorded, or counted when it cannot take the record's key.
   void Refuse(const BusMessage& msg, const std::string& reply_to, const std::string& in_reply_to,
               std::string_view consumer, std::string_view provider, std::string_view service,
               std::string_view label_consumer, std::string_view label_provider,
-              std::string_view label_service, const absl::Status& why);
+              std::string_view label_service, const absl::Status& why,
+              std::shared_ptr<v1::AuditRecord> trace);
   void OnProviderAnswer(const std::shared_ptr<Exchange>& ex, MuxOutcome outcome,
                         const BusMessage* reply);
+  // Relays the provider's envelope once its record is durable (or refuses it).
+  void RelayAfterTrace(const std::shared_ptr<Exchange>& ex, v1::Code code, std::string wire,
+                       const ParsedEnvelope& reply);
+  // Signs and publishes an error envelope; with `trace`, also records the refusal (the router's
+  // signed error as the reply half) once it is signed. Publishing never waits for the trace:
+  // an error carries no data.
   void SendError(const std::string& reply_to, const std::string& in_reply_to,
                  std::string_view consumer, std::string_view provider, std::string_view service,
-                 v1::Code code, std::string_view message);
+                 v1::Code code, std::string_view message,
+                 std::shared_ptr<v1::AuditRecord> trace = nullptr,
+                 std::string_view label_consumer = {});
+  // Appends a refusal's record; counts it instead when the audit service cannot take it.
+  void TraceRefusal(v1::AuditRecord record, std::string label_consumer);
+  // True if a new exchange may be forwarded: the trace is up, or this is the one request per
+  // retry interval that probes it.
+  bool AuditAdmits();
+  void NoteAuditResult(const absl::Status& status);
   std::string_view KnownEntityOr(std::string_view name) const;
   void LogRefusal(std::string_view what);
 
@@ -87,6 +146,20 @@ class RouterCore {
   BatchSigner signer_;
   std::atomic<int64_t> log_second_{0};
   std::atomic<int> log_lines_this_second_{0};
+
+  // Null when tracing is off, and after StopTracing().
+  std::atomic<audit::AuditClient*> audit_;
+  RefusalTally tally_;
+  // 0 while appends succeed; else when they began to fail (monotonic ns).
+  std::atomic<int64_t> audit_failing_since_ns_{0};
+  std::atomic<int64_t> audit_last_probe_ns_{0};
+  mutable absl::Mutex audit_mu_;
+  std::string audit_failure_ ABSL_GUARDED_BY(audit_mu_);
+  // Refusal counts whose sending failed, resent at the next flush (their unique key makes a
+  // resend of one that was stored after all harmless). Bounded.
+  std::vector<v1::RefusalCount> unsent_counts_ ABSL_GUARDED_BY(audit_mu_);
+  size_t counts_in_flight_ ABSL_GUARDED_BY(audit_mu_) = 0;
+  int64_t last_flush_ns_ ABSL_GUARDED_BY(audit_mu_) = 0;
 };
 
 class Router {
@@ -99,12 +172,14 @@ class Router {
                                                        const Clock& clock = SystemClock());
   ~Router();
 
-  // OK once the router serves; else why not (for /readyz).
+  // OK once the router serves and (with tracing on) the audit service acknowledges records;
+  // else why not (for /readyz).
   absl::Status Ready() const;
   // Stops taking requests and lets those in flight finish, up to `timeout`.
   absl::Status Drain(absl::Duration timeout);
 
   const RouterCore& core() const { return *core_; }
+  RouterCore& core() { return *core_; }
 
  private:
   Router() = default;
@@ -115,6 +190,11 @@ class Router {
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<RouterMetrics> metrics_;
   std::unique_ptr<RequestMux> mux_;
+  // The trace has its own inbox subscription (`<router inbox>.audit.*`): its acks, one per
+  // batch, then never queue behind thousands of provider replies on one delivery thread, and
+  // its timeouts run on their own thread.
+  std::unique_ptr<RequestMux> audit_mux_;
+  std::unique_ptr<audit::AuditClient> audit_;
   std::unique_ptr<RouterCore> core_;
   std::unique_ptr<Subscription> subscription_;
   absl::Notification stop_;

@@ -18,7 +18,12 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, std::string env)
                    .Name("chasqui_router_dropped_total")
                    .Help("Requests dropped unanswered, e.g. a reply subject outside the "
                          "consumer's inbox")
-                   .Register(registry)) {
+                   .Register(registry)),
+      audit_lost_(prometheus::BuildCounter()
+                      .Name("chasqui_router_audit_lost_total")
+                      .Help("Trace entries the router gave up on: refusal counts past their "
+                            "retries, records the audit service refused as malformed")
+                      .Register(registry)) {
   const prometheus::Labels env_label{{"env", env_}};
   // Present at 0 from the start, so the first drop shows as an increase.
   for (const char* reason : {"bad_subject", "reply_subject", "preauth_flood"}) {
@@ -63,6 +68,29 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, std::string env)
                      .Help("Times this process's NATS connection reconnected")
                      .Register(registry)
                      .Add({{"part", "router"}});
+  audit_backlog_ = &prometheus::BuildGauge()
+                        .Name("chasqui_router_audit_backlog")
+                        .Help("Trace records queued for or awaiting the audit service's ack")
+                        .Register(registry)
+                        .Add(env_label);
+  audit_ack_latency_ = &prometheus::BuildHistogram()
+                            .Name("chasqui_router_audit_ack_seconds")
+                            .Help("From handing an exchange's record to the audit client to its "
+                                  "durable ack (what a reply waits for the trace)")
+                            .Register(registry)
+                            .Add(env_label, prometheus::Histogram::BucketBoundaries{
+                                                100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3,
+                                                10e-3, 20e-3, 50e-3, 100e-3, 500e-3, 2});
+  audit_up_ = &prometheus::BuildGauge()
+                   .Name("chasqui_router_audit_up")
+                   .Help("1 while the audit service acknowledges records (or tracing is off), "
+                         "0 while the router answers AUDIT_UNAVAILABLE")
+                   .Register(registry)
+                   .Add(env_label);
+  audit_up_->Set(1);
+  for (const char* kind : {"refusal_count", "record"}) {
+    audit_lost_.Add({{"env", env_}, {"kind", kind}});
+  }
 }
 
 void RouterMetrics::CountRequest(std::string_view consumer, std::string_view provider,
@@ -98,6 +126,10 @@ void RouterMetrics::CountRequest(std::string_view consumer, std::string_view pro
     }
   }
   counter->Increment();
+}
+
+void RouterMetrics::CountAuditLost(std::string_view kind) {
+  audit_lost_.Add({{"env", env_}, {"kind", std::string(kind)}}).Increment();
 }
 
 void RouterMetrics::CountDropped(std::string_view reason) {

@@ -40,6 +40,14 @@ class RouterMetrics {
   prometheus::Counter& root_cache_misses() { return *cache_misses_; }
   prometheus::Counter& late_replies() { return *late_replies_; }
   prometheus::Gauge& nats_reconnects() { return *reconnects_; }
+  // The trace (no trace, no data): records queued or awaiting the audit service's ack, the time
+  // from handing a record over to its durable ack, and whether appends currently succeed.
+  prometheus::Gauge& audit_backlog() { return *audit_backlog_; }
+  prometheus::Histogram& audit_ack_latency() { return *audit_ack_latency_; }
+  prometheus::Gauge& audit_up() { return *audit_up_; }
+  // Trace entries the router could not hand over for good (a refusal count given up after its
+  // retries, a record the audit service refused as malformed), by kind.
+  void CountAuditLost(std::string_view kind);
 
  private:
   const std::string env_;
@@ -55,6 +63,10 @@ class RouterMetrics {
   prometheus::Counter* cache_misses_;
   prometheus::Counter* late_replies_;
   prometheus::Gauge* reconnects_;
+  prometheus::Gauge* audit_backlog_;
+  prometheus::Histogram* audit_ack_latency_;
+  prometheus::Gauge* audit_up_;
+  prometheus::Family<prometheus::Counter>& audit_lost_;
 };
 
 }  // namespace chasqui

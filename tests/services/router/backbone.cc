@@ -7,6 +7,7 @@
 #include "common/envelope/envelope.h"
 #include "common/envelope/subjects.h"
 #include "gtest/gtest.h"
+#include "services/audit/audit_schema.h"
 #include "tests/support/wait_for.h"
 
 namespace chasqui::testing {
@@ -29,15 +30,25 @@ Backbone::Backbone(BackboneOptions opts)
   auto server = NatsServer::Start();
   CHASQUI_CHECK(server.ok(), MessageOf(server.status()));
   nats = *std::move(server);
+  if (options.audit == BackboneOptions::Audit::kInProcess) {
+    audit_registry = std::make_shared<prometheus::Registry>();
+    audit_metrics = std::make_unique<audit::AuditMetrics>(*audit_registry);
+    audit_signer = std::make_unique<audit::LocalCheckpointSigner>(
+        GenerateIdentity("audit", options.env, Role::kRouter));
+    audit_store = options.audit_store;
+    if (audit_store == nullptr) {
+      audit_dir = std::make_unique<TempDir>();
+      auto store = KvStore::Open({.path = audit_dir->File("audit")});
+      CHASQUI_CHECK(store.ok(), MessageOf(store.status()));
+      audit_rocksdb = *std::move(store);
+      audit_store = audit_rocksdb.get();
+    }
+    audit_bus = Connect("audit");
+    StartAudit();
+  }
   router_bus = Connect("router");
-  RouterOptions ro;
-  ro.env = options.env;
-  ro.router_id = "r1";
-  ro.startup_hold_ms = options.startup_hold_ms;
-  ro.provider_timeout = options.provider_timeout;
-  ro.max_envelope_bytes = options.max_envelope_bytes;
-  ro.preauth_refusals = options.preauth_refusals;
-  auto r = Router::Start(ro, router_bus.get(), Copy(router_key), trust, registry);
+  auto r = Router::Start(MakeRouterOptions("r1"), router_bus.get(), Copy(router_key), trust,
+                         registry);
   CHASQUI_CHECK(r.ok(), MessageOf(r.status()));
   router = *std::move(r);
   if (options.startup_hold_ms == 0) {
@@ -45,6 +56,11 @@ Backbone::Backbone(BackboneOptions opts)
   }
   if (!options.start_provider) return;
   provider_bus = Connect("provider");
+  StartProvider();
+}
+
+void Backbone::StartProvider() {
+  provider.reset();
   auto p = Provider::Create(provider_bus.get(), Copy(segip), trust);
   CHASQUI_CHECK(p.ok(), MessageOf(p.status()));
   provider = *std::move(p);
@@ -76,6 +92,80 @@ Backbone::~Backbone() {
   consumer_buses_.clear();
   provider_bus.reset();
   router_bus.reset();
+  router_buses_.clear();
+  StopAudit();
+  audit_bus.reset();
+}
+
+RouterOptions Backbone::MakeRouterOptions(const std::string& id) const {
+  RouterOptions ro;
+  ro.env = options.env;
+  ro.router_id = id;
+  ro.startup_hold_ms = options.startup_hold_ms;
+  ro.provider_timeout = options.provider_timeout;
+  ro.max_envelope_bytes = options.max_envelope_bytes;
+  ro.preauth_refusals = options.preauth_refusals;
+  ro.audit = options.audit != BackboneOptions::Audit::kOff;
+  ro.audit_client = options.audit_client;
+  ro.refusal_count_interval = options.refusal_count_interval;
+  ro.audit_retry_interval = options.audit_retry_interval;
+  return ro;
+}
+
+std::unique_ptr<Router> Backbone::StartRouter(const std::string& id,
+                                              std::shared_ptr<prometheus::Registry> reg) {
+  router_buses_.push_back(Connect("router-" + id));
+  RouterOptions ro = MakeRouterOptions(id);
+  ro.startup_hold_ms = 0;
+  auto r = Router::Start(ro, router_buses_.back().get(), Copy(router_key), trust, std::move(reg));
+  CHASQUI_CHECK(r.ok(), MessageOf(r.status()));
+  CHASQUI_CHECK(WaitFor([&] { return (*r)->Ready().ok(); }), "router not ready in 10 s");
+  return *std::move(r);
+}
+
+void Backbone::StartAudit() {
+  CHASQUI_CHECK(audit_store != nullptr, "StartAudit needs Audit::kInProcess");
+  CHASQUI_CHECK(audit_service == nullptr, "the audit service already runs");
+  auto chain = audit::AuditChain::Open({.env = options.env}, audit_store, audit_signer.get(),
+                                       SystemClock(), audit_metrics.get());
+  CHASQUI_CHECK(chain.ok(), MessageOf(chain.status()));
+  audit_chain = *std::move(chain);
+  auto service = audit::AuditService::Start(audit_bus.get(), audit_chain.get(), audit_store,
+                                            audit_metrics.get());
+  CHASQUI_CHECK(service.ok(), MessageOf(service.status()));
+  audit_service = *std::move(service);
+}
+
+void Backbone::StopAudit() {
+  audit_service.reset();  // unsubscribes: nobody serves chq.ctl.audit.append
+  if (audit_chain != nullptr) audit_chain->Stop();
+  audit_chain.reset();
+  if (audit_bus != nullptr) CHASQUI_CHECK(audit_bus->Flush(absl::Seconds(5)).ok(), "flush");
+}
+
+std::vector<v1::ChainEntry> Backbone::AuditEntries() const {
+  std::vector<v1::ChainEntry> entries;
+  if (audit_store == nullptr) return entries;
+  absl::Status s = audit_store->Scan(
+      audit::kRecordPrefix, audit::kRecordEnd, [&](std::string_view, std::string_view value) {
+        v1::StoredRecord rec;
+        v1::ChainEntry entry;
+        CHASQUI_CHECK(rec.ParseFromArray(value.data(), static_cast<int>(value.size())),
+                      "stored record");
+        CHASQUI_CHECK(entry.ParseFromString(rec.entry()), "chain entry");
+        entries.push_back(std::move(entry));
+        return true;
+      });
+  CHASQUI_CHECK(s.ok(), MessageOf(s));
+  return entries;
+}
+
+std::vector<v1::AuditRecord> Backbone::AuditRecordsFor(const std::string& request_id) const {
+  std::vector<v1::AuditRecord> out;
+  for (v1::ChainEntry& e : AuditEntries()) {
+    if (e.has_record() && e.record().request_id() == request_id) out.push_back(e.record());
+  }
+  return out;
 }
 
 std::unique_ptr<Bus> Backbone::Connect(const std::string& name) const {
@@ -141,7 +231,14 @@ RawClient::RawClient(const Backbone& backbone, const std::string& entity, std::s
 
 absl::StatusOr<v1::Header> RawClient::Send(const std::string& subject, const std::string& wire,
                                            absl::Duration timeout) {
-  auto promise = std::make_shared<std::promise<absl::StatusOr<v1::Header>>>();
+  CHASQUI_ASSIGN_OR_RETURN(ParsedEnvelope e, SendForEnvelope(subject, wire, timeout));
+  return e.header;
+}
+
+absl::StatusOr<ParsedEnvelope> RawClient::SendForEnvelope(const std::string& subject,
+                                                          const std::string& wire,
+                                                          absl::Duration timeout) {
+  auto promise = std::make_shared<std::promise<absl::StatusOr<ParsedEnvelope>>>();
   auto future = promise->get_future();
   CHASQUI_RETURN_IF_ERROR(
       mux_->Request(subject, wire, timeout, [promise](MuxOutcome outcome, const BusMessage* reply) {
@@ -149,12 +246,7 @@ absl::StatusOr<v1::Header> RawClient::Send(const std::string& subject, const std
           promise->set_value(absl::DeadlineExceededError("no answer"));
           return;
         }
-        auto parsed = ParseEnvelope(reply->data);
-        if (!parsed.ok()) {
-          promise->set_value(parsed.status());
-        } else {
-          promise->set_value(parsed->header);
-        }
+        promise->set_value(ParseEnvelope(reply->data));
       }));
   return future.get();
 }

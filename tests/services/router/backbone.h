@@ -2,7 +2,9 @@
 // A small real backbone for integration tests: a nats-server on a random loopback port, a
 // router, the provider segip (through the SDK) serving `persona_consulta` (echoes, counting
 // every call its system sees) and `slow` (answers after 2 s), and the consumers sin and aduana.
-// Keys are generated fresh; `mallory` has keys nobody trusts.
+// Keys are generated fresh; `mallory` has keys nobody trusts. With `audit` in-process, the
+// chasqui audit service (its library: chain, service, RocksDB in a temp dir or a store the test
+// gives) runs on its own connection, and the router traces through it.
 
 #include <atomic>
 #include <memory>
@@ -15,10 +17,19 @@
 #include "common/envelope/batch_signer.h"
 #include "common/envelope/identity.h"
 #include "common/envelope/session_keys.h"
+#include "chasqui/v1/audit.pb.h"
+#include "common/envelope/envelope.h"
+#include "common/store/kv_store.h"
 #include "prometheus/registry.h"
+#include "services/audit/audit_chain.h"
+#include "services/audit/audit_client.h"
+#include "services/audit/audit_metrics.h"
+#include "services/audit/audit_service.h"
+#include "services/audit/checkpoint_signer.h"
 #include "services/gateway/sdk.h"
 #include "services/router/router.h"
 #include "tests/support/nats_server.h"
+#include "tests/support/temp_dir.h"
 
 namespace chasqui::testing {
 
@@ -32,6 +43,17 @@ struct BackboneOptions {
   size_t max_envelope_bytes = 64 * 1024;
   bool start_provider = true;
   RefusalLimits preauth_refusals;
+
+  // kOff: the router relays untraced (the tests that are not about the trace). kInProcess: the
+  // audit service runs here and the router traces through it. kExternal: the router traces,
+  // and the test runs an audit service (e.g. the chasqui-audit executable) itself.
+  enum class Audit { kOff, kInProcess, kExternal };
+  Audit audit = Audit::kOff;
+  // kInProcess: the chain's store instead of RocksDB in a temp dir (owned by the test).
+  KvStore* audit_store = nullptr;
+  audit::AuditClientOptions audit_client = {.timeout = absl::Seconds(2)};
+  absl::Duration refusal_count_interval = absl::Seconds(10);
+  absl::Duration audit_retry_interval = absl::Milliseconds(250);
 };
 
 class Backbone {
@@ -44,6 +66,25 @@ class Backbone {
   // A consumer SDK for `entity` (sin or aduana), on its own connection.
   std::unique_ptr<Consumer> MakeConsumer(const Identity& identity);
 
+  // Another replica of the router (same key, trust, queue group and options) named `id`, on
+  // its own connection (kept until the backbone goes); ready when returned.
+  std::unique_ptr<Router> StartRouter(const std::string& id,
+                                      std::shared_ptr<prometheus::Registry> registry);
+  // (Re)starts segip's provider gateway on provider_bus: a restarted one has an empty seen-set,
+  // like another replica of segip's gateway.
+  void StartProvider();
+  // The options every router here gets.
+  RouterOptions MakeRouterOptions(const std::string& id) const;
+
+  // kInProcess: stops the audit service (its subscriptions go, so appends find nobody) and
+  // closes its chain; StartAudit opens it again on the same store.
+  void StopAudit();
+  void StartAudit();
+  // Every entry of the chain, in order (the store read directly; the chain may be running).
+  std::vector<v1::ChainEntry> AuditEntries() const;
+  // The records (not refusal counts) of the chain whose request_id is `id`.
+  std::vector<v1::AuditRecord> AuditRecordsFor(const std::string& request_id) const;
+
   const BackboneOptions options;
   std::unique_ptr<NatsServer> nats;
   Identity sin, aduana, segip, router_key, mallory;
@@ -54,8 +95,20 @@ class Backbone {
   std::unique_ptr<Provider> provider;
   std::atomic<int> provider_system_calls{0};
 
+  // kInProcess only.
+  std::unique_ptr<TempDir> audit_dir;
+  std::unique_ptr<KvStore> audit_rocksdb;
+  KvStore* audit_store = nullptr;
+  std::unique_ptr<audit::LocalCheckpointSigner> audit_signer;
+  std::shared_ptr<prometheus::Registry> audit_registry;
+  std::unique_ptr<audit::AuditMetrics> audit_metrics;
+  std::unique_ptr<audit::AuditChain> audit_chain;
+  std::unique_ptr<Bus> audit_bus;
+  std::unique_ptr<audit::AuditService> audit_service;
+
  private:
   std::vector<std::unique_ptr<Bus>> consumer_buses_;
+  std::vector<std::unique_ptr<Bus>> router_buses_;
 };
 
 // Builds request envelopes by hand, so tests can send what no SDK would.
@@ -87,6 +140,10 @@ class RawClient {
   RawClient(const Backbone& backbone, const std::string& entity, std::string env = "test");
   absl::StatusOr<v1::Header> Send(const std::string& subject, const std::string& wire,
                                   absl::Duration timeout = absl::Seconds(3));
+  // The whole answering envelope, its header bytes exactly as received.
+  absl::StatusOr<ParsedEnvelope> SendForEnvelope(const std::string& subject,
+                                                 const std::string& wire,
+                                                 absl::Duration timeout = absl::Seconds(3));
   Bus& bus() { return *bus_; }
 
  private:
