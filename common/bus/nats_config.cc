@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -51,20 +52,41 @@ absl::Status CheckListen(std::string_view listen) {
   return absl::OkStatus();
 }
 
+bool IsPlatformService(std::string_view name) {
+  const auto& all = NatsPlatformServices();
+  return std::find(all.begin(), all.end(), name) != all.end();
+}
+
+absl::Status NotAPlatformService(std::string_view who, std::string_view name) {
+  return absl::InvalidArgumentError(fmt::format(
+      "{}: \"{}\" is not a platform service: expected catalog, crypto, quota or audit", who,
+      Printable(name)));
+}
+
+absl::Status ReservedEntity(std::string_view who, std::string_view name) {
+  return absl::InvalidArgumentError(fmt::format(
+      "{}: an entity may not be named \"{}\": its user would be the {} user", who, name,
+      name == kRouterEntity ? "routers'" : "platform service's"));
+}
+
 absl::Status CheckUser(const NatsUser& u) {
   const std::string who = fmt::format("nats user \"{}\"", Printable(u.name));
   CHASQUI_RETURN_IF_ERROR(ValidateEnv(u.env));
-  if (u.role == NatsUserRole::kRouter) {
-    if (u.entity != kRouterEntity) {
-      return absl::InvalidArgumentError(fmt::format(
-          "{}: a router user's entity must be \"router\", got \"{}\"", who, Printable(u.entity)));
-    }
-  } else {
-    CHASQUI_RETURN_IF_ERROR(ValidateName("entity", u.entity));
-    if (u.entity == kRouterEntity) {
-      return absl::InvalidArgumentError(fmt::format(
-          "{}: an entity may not be named \"router\": its user would be the routers' user", who));
-    }
+  switch (u.role) {
+    case NatsUserRole::kRouter:
+      if (u.entity != kRouterEntity) {
+        return absl::InvalidArgumentError(
+            fmt::format("{}: a router user's entity must be \"router\", got \"{}\"", who,
+                        Printable(u.entity)));
+      }
+      break;
+    case NatsUserRole::kService:
+      if (!IsPlatformService(u.entity)) return NotAPlatformService(who, u.entity);
+      break;
+    case NatsUserRole::kEntity:
+      CHASQUI_RETURN_IF_ERROR(ValidateName("entity", u.entity));
+      if (IsReservedEntityName(u.entity)) return ReservedEntity(who, u.entity);
+      break;
   }
   const std::string expected = NatsUserName(u.role, u.entity, u.env);
   if (u.name != expected) {
@@ -94,8 +116,22 @@ std::string QuotedList(const std::vector<std::string>& items) {
 
 }  // namespace
 
+const std::vector<std::string>& NatsPlatformServices() {
+  static const auto* const kServices =
+      new std::vector<std::string>{"audit", "catalog", "crypto", "quota"};
+  return *kServices;
+}
+
+bool IsReservedEntityName(std::string_view name) {
+  return name == kRouterEntity || IsPlatformService(name);
+}
+
 std::string NatsUserName(NatsUserRole role, std::string_view entity, std::string_view env) {
   return fmt::format("{}.{}", role == NatsUserRole::kRouter ? kRouterEntity : entity, env);
+}
+
+std::string NatsServiceInboxPrefix(std::string_view service, std::string_view env) {
+  return fmt::format("_INBOX._{}.{}", service, env);
 }
 
 NatsPermissions NatsPermissionsFor(NatsUserRole role, std::string_view entity,
@@ -105,17 +141,36 @@ NatsPermissions NatsPermissionsFor(NatsUserRole role, std::string_view entity,
     case NatsUserRole::kEntity:
       // Its gateway sends its own requests, serves its own services (queue groups included)
       // and reads its own replies; it answers a router only through the response permission.
-      p.publish_allow = {fmt::format("chq.{}.req.{}.>", env, entity)};
+      // It enrols, fetches certificates, talks to the catalog and follows revocations; the
+      // answers come to its own inbox.
+      p.publish_allow = {fmt::format("chq.{}.req.{}.>", env, entity), "chq.ctl.crypto.enrol",
+                         "chq.ctl.crypto.directory", "chq.ctl.catalog.>"};
       p.subscribe_allow = {fmt::format("chq.{}.svc.{}.>", env, entity),
-                           fmt::format("_INBOX.{}.{}.>", env, entity)};
+                           fmt::format("_INBOX.{}.{}.>", env, entity), "chq.evt.crypto.revoked"};
       p.allow_responses = true;
       break;
     case NatsUserRole::kRouter:
-      // Forwards to providers and answers consumers (replies, error envelopes, relays).
-      p.publish_allow = {fmt::format("chq.{}.svc.>", env), fmt::format("_INBOX.{}.>", env)};
+      // Forwards to providers and answers consumers (replies, error envelopes, relays); traces,
+      // reads grants and certificates, and follows the crypto service's and catalog's events.
+      p.publish_allow = {fmt::format("chq.{}.svc.>", env),  fmt::format("_INBOX.{}.>", env),
+                         "chq.ctl.audit.append",            "chq.ctl.catalog.snapshot",
+                         "chq.ctl.catalog.events",          "chq.ctl.crypto.directory"};
       p.subscribe_allow = {fmt::format("chq.{}.req.>", env),
-                           fmt::format("_INBOX._router.{}.>", env)};
+                           fmt::format("_INBOX._router.{}.>", env), "chq.evt.crypto.>",
+                           "chq.evt.catalog.>"};
       p.allow_responses = false;
+      break;
+    case NatsUserRole::kService:
+      // Serves its own control subjects in its queue group only (a plain subscription would
+      // take every request for itself), answers them once each, publishes its own events.
+      p.publish_allow = {fmt::format("chq.evt.{}.>", entity)};
+      if (entity != "crypto") {
+        p.publish_allow.push_back("chq.ctl.crypto.sign");
+        p.publish_allow.push_back("chq.ctl.crypto.directory");
+      }
+      p.subscribe_allow = {fmt::format("chq.ctl.{0}.> chq.{0}", entity),
+                           NatsServiceInboxPrefix(entity, env) + ".>", "chq.evt.crypto.>"};
+      p.allow_responses = true;
       break;
   }
   return p;
@@ -151,6 +206,8 @@ absl::StatusOr<std::string> NatsServerConfig(const NatsConfigInput& input) {
     const NatsPermissions p = NatsPermissionsFor(u.role, u.entity, u.env);
     if (u.role == NatsUserRole::kRouter) {
       out += fmt::format("    # {}: the routers of env {}\n", u.name, u.env);
+    } else if (u.role == NatsUserRole::kService) {
+      out += fmt::format("    # {}: platform service {} in env {}\n", u.name, u.entity, u.env);
     } else {
       out += fmt::format("    # {}: entity {} in env {}\n", u.name, u.entity, u.env);
     }
@@ -164,9 +221,6 @@ absl::StatusOr<std::string> NatsServerConfig(const NatsConfigInput& input) {
     out += "      }\n";
     out += "    }\n";
   }
-  // The place for platform services' users (chq.ctl.<service>.> / chq.evt.<service>.>) once
-  // they exist; see NatsUserRole.
-  out += "    # platform services (chq.ctl.* / chq.evt.*): none yet\n";
   out += "  ]\n}\n";
   return out;
 }
@@ -196,17 +250,24 @@ absl::StatusOr<std::vector<NatsUser>> PlanNatsUsers(const std::vector<NatsTruste
     }
     bool has_router = false;
     std::set<std::string> entities;
+    std::set<std::string> services;
     for (const NatsTrustedName& t : trusted) {
       if (t.env != env) continue;
       if (t.role == NatsUserRole::kRouter) {
         has_router = true;
         continue;
       }
-      if (t.entity == kRouterEntity) {
+      if (t.role == NatsUserRole::kService) {
+        if (!IsPlatformService(t.entity)) {
+          return NotAPlatformService(fmt::format("{}: env {}", source, env), t.entity);
+        }
+        services.insert(t.entity);
+        continue;
+      }
+      if (IsReservedEntityName(t.entity)) {
         return absl::InvalidArgumentError(fmt::format(
-            "{}: an entity key is named \"router\" in env {}: that name is the routers' NATS "
-            "user",
-            source, env));
+            "{}: an entity key is named \"{}\" in env {}: that name is the {} NATS user",
+            source, t.entity, env, t.entity == kRouterEntity ? "routers'" : "platform service's"));
       }
       CHASQUI_RETURN_IF_ERROR(ValidateName("entity", t.entity));
       entities.insert(t.entity);
@@ -214,6 +275,10 @@ absl::StatusOr<std::vector<NatsUser>> PlanNatsUsers(const std::vector<NatsTruste
     if (has_router) {
       users.push_back(NatsUser{NatsUserName(NatsUserRole::kRouter, kRouterEntity, env), "",
                                NatsUserRole::kRouter, std::string(kRouterEntity), env});
+    }
+    for (const std::string& s : services) {
+      users.push_back(NatsUser{NatsUserName(NatsUserRole::kService, s, env), "",
+                               NatsUserRole::kService, s, env});
     }
     for (const std::string& e : entities) {
       users.push_back(

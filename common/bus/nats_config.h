@@ -1,13 +1,38 @@
 #pragma once
 // The nats-server configuration that makes the bus enforce the subject plan (DESIGN.md, "Names
 // and subjects"): one user per entity and environment (`<entity>.<env>`), one per environment's
-// routers (`router.<env>`), each allowed exactly its own subjects and nothing else. No TLS yet.
+// routers (`router.<env>`), one per platform service and environment (`<service>.<env>`:
+// `crypto.test`, `audit.test`, `catalog.test`, `quota.test`), each allowed exactly its own
+// subjects and nothing else. No TLS yet.
 //
-//   entity E in env V   publish   chq.V.req.E.>
-//                       subscribe chq.V.svc.E.>  _INBOX.V.E.>
+//   entity E in env V   publish   chq.V.req.E.>  chq.ctl.crypto.enrol  chq.ctl.crypto.directory
+//                                 chq.ctl.catalog.>
+//                       subscribe chq.V.svc.E.>  _INBOX.V.E.>  chq.evt.crypto.revoked
 //                       allow_responses (answers a router's reply subject, once per request)
-//   router in env V     publish   chq.V.svc.>  _INBOX.V.>
-//                       subscribe chq.V.req.>  _INBOX._router.V.>
+//   router in env V     publish   chq.V.svc.>  _INBOX.V.>  chq.ctl.audit.append
+//                                 chq.ctl.catalog.snapshot  chq.ctl.catalog.events
+//                                 chq.ctl.crypto.directory
+//                       subscribe chq.V.req.>  _INBOX._router.V.>  chq.evt.crypto.>
+//                                 chq.evt.catalog.>
+//   service S in env V  publish   chq.evt.S.>  (and, but for crypto itself: chq.ctl.crypto.sign
+//                                 chq.ctl.crypto.directory, to have checkpoints and annexes
+//                                 signed and to verify people's control requests)
+//                       subscribe chq.ctl.S.> in queue group chq.S only  _INBOX._S.V.>
+//                                 chq.evt.crypto.>
+//                       allow_responses (answers each control request once)
+//
+// Replies to the ctl requests travel through the response permission of the service asked, to
+// the asker's own inbox: an entity's `_INBOX.<env>.<entity>.>`, a router's `_INBOX._router.<env>.>`,
+// a service's `_INBOX._<service>.<env>.>` (NatsServiceInboxPrefix; no entity id starts with `_`,
+// so these never meet an entity's). People (MAE, managers, operators) have no NATS user of their
+// own: they act through their entity's user (the CLI on the entity's machines).
+//
+// Where users come from (`chasqui nats-config`): a trust file's keys by role (entity, router, and
+// the service roles catalog/crypto/quota/audit; people's keys make no user), plus `--entity E`,
+// `--router` and `--service S` for names that have no key in a trust file yet: an entity's user
+// exists before it enrols (it needs it to reach chq.ctl.crypto.enrol), and the crypto service
+// holds the root rather than a certificate. No entity may be named like the routers or a
+// platform service: the user names would collide.
 //
 // Everything here is pure and thread-safe except NewNatsPassword (reads the OS's entropy) and
 // BcryptHash (CPU-heavy by design: ~0.15 s at cost 11).
@@ -24,20 +49,26 @@ namespace chasqui {
 enum class NatsUserRole {
   kEntity,
   kRouter,
-  // Platform services (catalog, crypto, quota, audit) get their own role here when they exist:
-  // subscribe `chq.ctl.<service>.>`, publish `chq.evt.<service>.>` (DESIGN.md); routers and
-  // gateways then also subscribe the `chq.evt.*` topics they read. Not yet: no such users now.
+  kService,  // a platform service: entity is its name (one of NatsPlatformServices())
 };
 
-// The name of the NATS user of `entity` (or of the routers, for kRouter) in `env`.
+// "catalog", "crypto", "quota", "audit": the services that get a user of their own.
+const std::vector<std::string>& NatsPlatformServices();
+// True for "router" and the platform services: names no entity may take.
+bool IsReservedEntityName(std::string_view name);
+
+// The name of the NATS user of `entity` (the routers for kRouter, the service for kService) in
+// `env`.
 std::string NatsUserName(NatsUserRole role, std::string_view entity, std::string_view env);
+// `_INBOX._<service>.<env>`: a platform service's replies come below it.
+std::string NatsServiceInboxPrefix(std::string_view service, std::string_view env);
 
 struct NatsUser {
   std::string name;      // NatsUserName(role, entity, env)
   std::string password;  // a bcrypt hash (`$2a$`/`$2b$`), or a plain password (then the config
                          // file is itself a secret)
   NatsUserRole role = NatsUserRole::kEntity;
-  std::string entity;  // entity id; for kRouter, "router"
+  std::string entity;  // entity id; for kRouter, "router"; for kService, the service
   std::string env;
 };
 
@@ -48,7 +79,8 @@ struct NatsPermissions {
 };
 
 // Exactly what the subject plan lets `role` do in `env` (table above). `entity` is ignored for
-// kRouter. The names must be valid (see NatsServerConfig).
+// kRouter. The names must be valid (see NatsServerConfig). A subscribe entry "SUBJECT QUEUE"
+// allows only queue subscriptions in QUEUE (nats-server's queue permissions).
 NatsPermissions NatsPermissionsFor(NatsUserRole role, std::string_view entity,
                                    std::string_view env);
 
@@ -61,7 +93,8 @@ struct NatsConfigInput {
 // user's permissions; no `no_auth_user`, so every connection must authenticate.
 // InvalidArgument (naming the user and the field) if: there are no users; a name is not
 // NatsUserName(role, entity, env); an entity id or env breaks the grammar (common/core/names.h);
-// a router's entity is not "router"; an entity is named "router"; two users share a name or a
+// a router's entity is not "router"; a service's is not a platform service; an entity is
+// named "router" or like a platform service; two users share a name or a
 // password (hash); a password is empty or has a character outside [A-Za-z0-9./$+=_-]; `listen`
 // is not host:port.
 absl::StatusOr<std::string> NatsServerConfig(const NatsConfigInput& input);
@@ -74,11 +107,12 @@ struct NatsTrustedName {
 };
 
 // The users for `envs`: one per (entity, env) with an entity key, one `router.<env>` if that
-// env has a router key (several keys of one name, e.g. a rotation, make one user). Sorted by
-// env (in the order given), routers first, then entities by name. Passwords are left empty.
-// InvalidArgument if `envs` is empty, repeats an env, names an invalid env, or names one
-// `trusted` has no key for (the message names `source`, the env and the envs it does have); or
-// if an entity key is named "router".
+// env has a router key, one `<service>.<env>` per platform service with a key (several keys of
+// one name, e.g. a rotation, make one user). Sorted by env (in the order given), routers first,
+// then services by name, then entities by name. Passwords are left empty. InvalidArgument if
+// `envs` is empty, repeats an env, names an invalid env, or names one `trusted` has no key for
+// (the message names `source`, the env and the envs it does have); if an entity key is named
+// "router" or like a platform service; or if a kService name is not a platform service.
 absl::StatusOr<std::vector<NatsUser>> PlanNatsUsers(const std::vector<NatsTrustedName>& trusted,
                                                     const std::vector<std::string>& envs,
                                                     std::string_view source);

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "chasqui/v1/crypto.pb.h"
 #include "common/core/files.h"
 #include "common/core/names.h"
 #include "fmt/format.h"
@@ -18,10 +19,32 @@ namespace {
 
 using nlohmann::json;
 
+constexpr std::pair<Role, std::string_view> kRoles[] = {
+    {Role::kEntity, "entity"}, {Role::kRouter, "router"},   {Role::kCatalog, "catalog"},
+    {Role::kCrypto, "crypto"}, {Role::kQuota, "quota"},     {Role::kAudit, "audit"},
+    {Role::kMae, "mae"},       {Role::kManager, "manager"}, {Role::kOperator, "operator"},
+};
+constexpr std::pair<Role, v1::CertificateRole> kCertificateRoles[] = {
+    {Role::kEntity, v1::CERTIFICATE_ROLE_ENTITY},     {Role::kRouter, v1::CERTIFICATE_ROLE_ROUTER},
+    {Role::kCatalog, v1::CERTIFICATE_ROLE_CATALOG},   {Role::kCrypto, v1::CERTIFICATE_ROLE_CRYPTO},
+    {Role::kQuota, v1::CERTIFICATE_ROLE_QUOTA},       {Role::kAudit, v1::CERTIFICATE_ROLE_AUDIT},
+    {Role::kMae, v1::CERTIFICATE_ROLE_MAE},           {Role::kManager, v1::CERTIFICATE_ROLE_MANAGER},
+    {Role::kOperator, v1::CERTIFICATE_ROLE_OPERATOR},
+};
+constexpr char kRoleExpected[] =
+    "one of \"entity\", \"router\", \"catalog\", \"crypto\", \"quota\", \"audit\", "
+    "\"mae\", \"manager\", \"operator\"";
+
 // Wipes a std::string that briefly held secret material.
 void Wipe(std::string& s) {
   if (!s.empty()) sodium_memzero(s.data(), s.size());
   s.clear();
+}
+
+// Wipes a secret field's text inside parsed JSON (assigning "" would leave the old bytes).
+void WipeField(json& j, const char* field) {
+  auto it = j.find(field);
+  if (it != j.end() && it->is_string()) Wipe(it->get_ref<std::string&>());
 }
 
 absl::Status FieldError(std::string_view where, std::string_view field, std::string_view expected) {
@@ -65,18 +88,21 @@ absl::StatusOr<PublicIdentity> ParsePublic(const json& j, std::string_view where
   if (!env.ok()) return env.status();
   if (!IsValidEnv(*env)) return FieldError(where, "env", "\"test\" or \"prod\"");
   p.env = *env;
-  auto role = StringField(j, where, "role", "\"entity\" or \"router\"");
-  if (!role.ok()) return role.status();
-  if (*role == "entity") {
-    p.role = Role::kEntity;
-  } else if (*role == "router") {
-    p.role = Role::kRouter;
-  } else {
-    return FieldError(where, "role", "\"entity\" or \"router\"");
-  }
+  auto role_name = StringField(j, where, "role", kRoleExpected);
+  if (!role_name.ok()) return role_name.status();
+  auto role = ParseRole(*role_name);
+  if (!role.ok()) return FieldError(where, "role", kRoleExpected);
+  p.role = *role;
   auto sign_pk = KeyField<32>(j, where, "sign_pk");
   if (!sign_pk.ok()) return sign_pk.status();
   p.sign_pk = *sign_pk;
+  if (IsPersonRole(p.role)) {
+    if (j.contains("kx_pk") || j.contains("kx_sk")) {
+      return FieldError(where, "kx_pk", "nothing: a person's key never seals, so it has no kx key");
+    }
+    p.has_kx = false;
+    return p;
+  }
   auto kx_pk = KeyField<32>(j, where, "kx_pk");
   if (!kx_pk.ok()) return kx_pk.status();
   p.kx_pk = *kx_pk;
@@ -84,12 +110,13 @@ absl::StatusOr<PublicIdentity> ParsePublic(const json& j, std::string_view where
 }
 
 json PublicToJson(const PublicIdentity& p) {
-  return json{{"serial", p.serial},
-              {"entity", p.entity},
-              {"env", p.env},
-              {"role", std::string(RoleName(p.role))},
-              {"sign_pk", ToBase64(AsView(p.sign_pk))},
-              {"kx_pk", ToBase64(AsView(p.kx_pk))}};
+  json j{{"serial", p.serial},
+         {"entity", p.entity},
+         {"env", p.env},
+         {"role", std::string(RoleName(p.role))},
+         {"sign_pk", ToBase64(AsView(p.sign_pk))}};
+  if (p.has_kx) j["kx_pk"] = ToBase64(AsView(p.kx_pk));
+  return j;
 }
 
 absl::StatusOr<json> ParseJson(const std::string& text, std::string_view where) {
@@ -110,7 +137,29 @@ absl::Status CheckVersion(const json& j, std::string_view where) {
 
 }  // namespace
 
-std::string_view RoleName(Role role) { return role == Role::kRouter ? "router" : "entity"; }
+std::string_view RoleName(Role role) {
+  for (const auto& [r, name] : kRoles) {
+    if (r == role) return name;
+  }
+  return "unknown";
+}
+
+absl::StatusOr<Role> ParseRole(std::string_view name) {
+  for (const auto& [r, n] : kRoles) {
+    if (n == name) return r;
+  }
+  return absl::InvalidArgumentError(
+      fmt::format("role \"{}\": expected {}", Printable(name), kRoleExpected));
+}
+
+bool IsPersonRole(Role role) {
+  return role == Role::kMae || role == Role::kManager || role == Role::kOperator;
+}
+
+bool IsServiceRole(Role role) {
+  return role == Role::kRouter || role == Role::kCatalog || role == Role::kCrypto ||
+         role == Role::kQuota || role == Role::kAudit;
+}
 
 Identity GenerateIdentity(std::string entity, std::string env, Role role) {
   Identity id{PublicIdentity{}, SigningKey::Generate(), KxKey::Generate()};
@@ -122,7 +171,8 @@ Identity GenerateIdentity(std::string entity, std::string env, Role role) {
   id.pub.env = std::move(env);
   id.pub.role = role;
   id.pub.sign_pk = id.sign.public_key();
-  id.pub.kx_pk = id.kx.public_key();
+  id.pub.has_kx = !IsPersonRole(role);
+  if (id.pub.has_kx) id.pub.kx_pk = id.kx.public_key();
   return id;
 }
 
@@ -151,6 +201,11 @@ absl::StatusOr<Identity> LoadIdentity(const std::string& path) {
   auto sign = SigningKey::FromSecret(*sign_raw);
   Wipe(*sign_raw);
   if (!sign.ok()) return FieldError(where, "sign_sk", "a valid Ed25519 secret key");
+  if (sign->public_key() != pub->sign_pk) {
+    return FieldError(where, "sign_pk", "the public half of sign_sk");
+  }
+  WipeField(*j, "sign_sk");
+  if (!pub->has_kx) return Identity{*std::move(pub), *std::move(sign), KxKey::Generate()};
   auto kx_b64 = StringField(*j, where, "kx_sk", "base64 of 32 bytes");
   if (!kx_b64.ok()) return kx_b64.status();
   auto kx_raw = FromBase64(*kx_b64, "kx_sk");
@@ -159,27 +214,63 @@ absl::StatusOr<Identity> LoadIdentity(const std::string& path) {
   auto kx = KxKey::FromSecret(*kx_raw);
   Wipe(*kx_raw);
   if (!kx.ok()) return FieldError(where, "kx_sk", "a valid X25519 secret key");
-  (*j)["sign_sk"] = "";
-  (*j)["kx_sk"] = "";
-  if (sign->public_key() != pub->sign_pk) {
-    return FieldError(where, "sign_pk", "the public half of sign_sk");
-  }
+  WipeField(*j, "kx_sk");
   if (kx->public_key() != pub->kx_pk) return FieldError(where, "kx_pk", "the public half of kx_sk");
   return Identity{*std::move(pub), *std::move(sign), *std::move(kx)};
+}
+
+absl::StatusOr<Identity> LoadIdentity(const std::string& key_path, const std::string& cert_path) {
+  auto id = LoadIdentity(key_path);
+  if (!id.ok()) return id.status();
+  auto bytes = ReadFileToString(cert_path, "certificate file");
+  if (!bytes.ok()) return bytes.status();
+  v1::Certificate cert;
+  v1::CertificateBody body;
+  if (!cert.ParseFromString(*bytes) || !body.ParseFromString(cert.body()) || body.serial() == 0) {
+    return absl::InvalidArgumentError(fmt::format(
+        "certificate file {}: not a certificate (expected the file `chasqui enrol` wrote)",
+        cert_path));
+  }
+  const PublicIdentity& pub = id->pub;
+  auto mismatch = [&](std::string_view field, std::string_view cert_has,
+                      std::string_view key_has) {
+    return absl::InvalidArgumentError(fmt::format(
+        "certificate file {} (serial {}) does not belong to key file {}: its {} is {}, the key "
+        "file's is {}",
+        cert_path, body.serial(), key_path, field, cert_has, key_has));
+  };
+  if (body.sign_pk() != AsView(pub.sign_pk)) {
+    return mismatch("sign_pk", ToBase64(body.sign_pk()), ToBase64(AsView(pub.sign_pk)));
+  }
+  const std::string key_kx = pub.has_kx ? ToBase64(AsView(pub.kx_pk)) : "(none)";
+  const std::string cert_kx = body.kx_pk().empty() ? "(none)" : ToBase64(body.kx_pk());
+  if (cert_kx != key_kx) return mismatch("kx_pk", cert_kx, key_kx);
+  if (body.entity() != pub.entity) {
+    return mismatch("entity", Printable(body.entity()), pub.entity);
+  }
+  if (body.env() != pub.env) return mismatch("env", Printable(body.env()), pub.env);
+  std::string_view cert_role = "unspecified";
+  for (const auto& [r, c] : kCertificateRoles) {
+    if (c == body.role()) cert_role = RoleName(r);
+  }
+  if (cert_role != RoleName(pub.role)) return mismatch("role", cert_role, RoleName(pub.role));
+  id->pub.serial = body.serial();
+  return id;
 }
 
 absl::Status WriteIdentity(const std::string& path, const Identity& identity) {
   json j = PublicToJson(identity.pub);
   j["version"] = 1;
   std::string sign_sk = ToBase64(AsView(identity.sign.secret().data(), 64));
-  std::string kx_sk = ToBase64(AsView(identity.kx.secret().data(), 32));
+  std::string kx_sk =
+      identity.pub.has_kx ? ToBase64(AsView(identity.kx.secret().data(), 32)) : std::string();
   j["sign_sk"] = sign_sk;
-  j["kx_sk"] = kx_sk;
+  if (identity.pub.has_kx) j["kx_sk"] = kx_sk;
   Wipe(sign_sk);
   Wipe(kx_sk);
   std::string text = j.dump(2) + "\n";
   j["sign_sk"] = "";
-  j["kx_sk"] = "";
+  if (identity.pub.has_kx) j["kx_sk"] = "";
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) {
     const int err = errno;

@@ -1,10 +1,14 @@
 #pragma once
-// Who signs and seals: an identity is an entity's (or the router's) pair of keys with a serial.
-// Until the trust issue brings certificates, the keys a process trusts come from a trust file.
+// Who signs and seals: an identity is an entity's (or a platform service's, or a person's) pair
+// of keys with a serial. The keys a process trusts come from a trust file, or from certificates
+// issued by the crypto service (common/trust builds a TrustStore from those).
 //
 // Key file (written by `chasqui keygen`, mode 0600; never logged):
 //   {"version":1,"serial":N,"entity":"segip","env":"test","role":"entity",
 //    "sign_pk":B64,"kx_pk":B64,"sign_sk":B64,"kx_sk":B64}
+// A person's key file (roles mae, manager, operator) has no kx_pk/kx_sk: a person's key never
+// seals traffic. Once enrolled, the certificate's serial replaces the key file's own (see
+// LoadIdentity(key, cert)).
 // Public file (`<entity>.pub`): the same without the secret fields.
 // Trust file: {"version":1,"identities":[ <public entries> ]}
 
@@ -20,8 +24,16 @@
 
 namespace chasqui {
 
-enum class Role { kEntity, kRouter };
+// The roles of chasqui/v1/crypto.proto's CertificateRole, with the same names. kEntity is an
+// entity's gateway; kRouter..kAudit platform services; kMae..kOperator people.
+enum class Role { kEntity, kRouter, kCatalog, kCrypto, kQuota, kAudit, kMae, kManager, kOperator };
 std::string_view RoleName(Role role);
+// InvalidArgument listing the accepted names.
+absl::StatusOr<Role> ParseRole(std::string_view name);
+// People (mae, manager, operator) have no kx key.
+bool IsPersonRole(Role role);
+// Platform services: router, catalog, crypto, quota, audit.
+bool IsServiceRole(Role role);
 
 struct PublicIdentity {
   uint64_t serial = 0;
@@ -29,12 +41,15 @@ struct PublicIdentity {
   std::string env;
   Role role = Role::kEntity;
   SignPublicKey sign_pk{};
-  KxPublicKey kx_pk{};
+  KxPublicKey kx_pk{};  // all zero for people (has_kx false)
+  bool has_kx = true;   // false exactly for people
 };
 
 struct Identity {
   PublicIdentity pub;
   SigningKey sign;
+  // For people (pub.has_kx false) a throwaway key that is never written, sent or used: the
+  // type has no empty state, and a person's key never seals.
   KxKey kx;
 };
 
@@ -45,6 +60,13 @@ Identity GenerateIdentity(std::string entity, std::string env, Role role);
 // cannot be read (NotFound / PermissionDenied). A key file readable by group or others is
 // refused (PermissionDenied).
 absl::StatusOr<Identity> LoadIdentity(const std::string& path);
+// The key file bound to its certificate (a serialized chasqui.v1.Certificate, as `chasqui
+// enrol` writes it): the identity's serial becomes the certificate's. InvalidArgument naming
+// both files and the field if the certificate does not parse or does not belong to the key:
+// another sign_pk or kx_pk, entity, env or role. This checks the binding only: the root's
+// signature and the validity are for the caller to verify against its pinned anchors
+// (VerifyCertificate in common/trust), which has them.
+absl::StatusOr<Identity> LoadIdentity(const std::string& key_path, const std::string& cert_path);
 // Writes the key file with mode 0600 (refuses to overwrite: AlreadyExists).
 absl::Status WriteIdentity(const std::string& path, const Identity& identity);
 

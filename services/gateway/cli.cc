@@ -1,10 +1,13 @@
 // chasqui: the command line of an entity and of the operator.
-//   chasqui keygen  --entity segip --env test [--role router] --out DIR
+//   chasqui keygen  --entity segip --env test [--role R] [--subject S] --out DIR
+//   chasqui enrol   --key K --token T --role R [--subject S] --roots roots.json
+//                   --nats URL [--nats-user U --nats-password-file F] --out K.cert
 //   chasqui trust   --out trust.json A.pub B.pub ...
-//   chasqui call    --key K --trust T --provider segip --service persona_consulta
-//                   --end-user ana.perez --body '{"ci":"4567890"}'
-//   chasqui serve-demo --key K --trust T      (a demo provider of persona_consulta)
-//   chasqui nats-config --trust T --env test [--env prod] --out nats.conf --secrets-dir DIR
+//   chasqui call    --key K (--trust T | --roots R --cert C) --provider segip
+//                   --service persona_consulta --end-user ana.perez --body '{"ci":"4567890"}'
+//   chasqui serve-demo --key K (--trust T | --roots R --cert C)  (a demo provider)
+//   chasqui nats-config [--trust T] [--entity E ...] [--router] [--service S ...]
+//                   --env test [--env prod] --out nats.conf --secrets-dir DIR
 //                   [--listen 127.0.0.1:4222] [--force]   (the operator's nats-server users)
 
 #include <fcntl.h>
@@ -30,9 +33,15 @@
 #include "common/core/status.h"
 #include "common/envelope/errors.h"
 #include "common/envelope/identity.h"
+#include "common/envelope/subjects.h"
+#include "common/trust/anchors.h"
+#include "common/trust/certificate.h"
+#include "common/trust/crypto_client.h"
+#include "common/trust/requests.h"
 #include "fmt/format.h"
 #include "nats/nats.h"
 #include "nlohmann/json.hpp"
+#include "services/gateway/certificate_trust.h"
 #include "services/gateway/sdk.h"
 
 namespace {
@@ -44,22 +53,42 @@ int Fail(const absl::Status& status) {
   return 2;
 }
 
-int Keygen(const std::string& entity, const std::string& env, const std::string& role_name,
-           const std::string& out_dir) {
+int Keygen(std::string entity, const std::string& env, const std::string& role_name,
+           const std::string& subject, const std::string& out_dir) {
+  auto role = chasqui::ParseRole(role_name);
+  if (!role.ok()) return Fail(role.status());
+  const bool person = chasqui::IsPersonRole(*role);
+  if (chasqui::IsServiceRole(*role)) {
+    // A service's certificate names the service as its entity (and subject).
+    if (entity.empty()) entity = role_name;
+    if (entity != role_name) {
+      return Fail(absl::InvalidArgumentError(fmt::format(
+          "--entity {} with --role {}: a platform service's entity is its own name ({})", entity,
+          role_name, role_name)));
+    }
+  }
+  if (entity.empty()) {
+    return Fail(absl::InvalidArgumentError(
+        fmt::format("--entity is required for role {} (the entity id, e.g. segip)", role_name)));
+  }
   if (auto s = chasqui::ValidateName("entity", entity); !s.ok()) return Fail(s);
   if (auto s = chasqui::ValidateEnv(env); !s.ok()) return Fail(s);
-  chasqui::Role role;
-  if (role_name == "entity") {
-    role = chasqui::Role::kEntity;
-  } else if (role_name == "router") {
-    role = chasqui::Role::kRouter;
-  } else {
-    return Fail(absl::InvalidArgumentError("--role must be entity or router"));
+  if (person) {
+    if (subject.empty()) {
+      return Fail(absl::InvalidArgumentError(fmt::format(
+          "--subject is required for role {}: the person's id, as on their enrolment token",
+          role_name)));
+    }
+    if (auto s = chasqui::ValidateName("subject", subject); !s.ok()) return Fail(s);
+  } else if (!subject.empty() && subject != entity) {
+    return Fail(absl::InvalidArgumentError(fmt::format(
+        "--subject {}: only people (mae, manager, operator) have a subject of their own", subject)));
   }
   std::error_code ec;
   std::filesystem::create_directories(out_dir, ec);
-  const chasqui::Identity id = chasqui::GenerateIdentity(entity, env, role);
-  const std::string base = fmt::format("{}/{}.{}", out_dir, entity, env);
+  const chasqui::Identity id = chasqui::GenerateIdentity(entity, env, *role);
+  const std::string base = person ? fmt::format("{}/{}.{}.{}", out_dir, entity, subject, env)
+                                  : fmt::format("{}/{}.{}", out_dir, entity, env);
   if (auto s = chasqui::WriteIdentity(base + ".key", id); !s.ok()) return Fail(s);
   std::ofstream pub(base + ".pub");
   pub << chasqui::PublicIdentityJson(id.pub);
@@ -68,9 +97,48 @@ int Keygen(const std::string& entity, const std::string& env, const std::string&
   std::cout << fmt::format(
       "wrote {0}.key (private, mode 0600: never leaves {1}'s machines)\n"
       "wrote {0}.pub (public: give it to the platform operator)\n"
-      "serial {2}, role {3}, env {4}\n",
-      base, entity, id.pub.serial, role_name, env);
+      "serial {2}, role {3}, env {4}{5}\n"
+      "next: `chasqui enrol --key {0}.key --role {3} --token <token from the operator> ...` "
+      "gets its certificate\n",
+      base, entity, id.pub.serial, role_name, env,
+      person ? " (a person's key: signs only, no kx key)" : "");
   return 0;
+}
+
+// Writes `content` to `path` with mode 0644, never over an existing file (AlreadyExists
+// unless `force`) and never through a symlink. For public files (certificates).
+absl::Status WritePublicFile(const std::string& path, std::string_view content, bool force) {
+  const int flags = O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (force ? O_TRUNC : O_EXCL);
+  const int fd = ::open(path.c_str(), flags, 0644);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == EEXIST) {
+      return absl::AlreadyExistsError(
+          fmt::format("{} exists: refusing to overwrite it (--force replaces it)", path));
+    }
+    return absl::PermissionDeniedError(fmt::format("cannot write {}: {}", path, strerror(err)));
+  }
+  absl::Status st;
+  if (::fchmod(fd, 0644) != 0) {
+    st = absl::PermissionDeniedError(fmt::format("chmod 0644 {}: {}", path, strerror(errno)));
+  }
+  size_t done = 0;
+  while (st.ok() && done < content.size()) {
+    const ssize_t n = ::write(fd, content.data() + done, content.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      st = absl::InternalError(fmt::format("write {}: {}", path, strerror(errno)));
+      break;
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (st.ok() && ::fsync(fd) != 0) {
+    st = absl::InternalError(fmt::format("fsync {}: {}", path, strerror(errno)));
+  }
+  if (::close(fd) != 0 && st.ok()) {
+    st = absl::InternalError(fmt::format("close {}: {}", path, strerror(errno)));
+  }
+  return st;
 }
 
 int Trust(const std::string& out, const std::vector<std::string>& pubs) {
@@ -92,12 +160,6 @@ int Trust(const std::string& out, const std::vector<std::string>& pubs) {
   return 0;
 }
 
-struct Connection {
-  std::unique_ptr<chasqui::Bus> bus;
-  std::optional<chasqui::Identity> identity;
-  std::optional<chasqui::TrustStore> trust;
-};
-
 // Where and as whom to connect to nats-server.
 struct NatsLogin {
   std::string url = "nats://127.0.0.1:4222";
@@ -105,29 +167,138 @@ struct NatsLogin {
   std::string password_file;
 };
 
+// What the process trusts: a trust file, or pinned roots plus its own certificate.
+struct TrustFlags {
+  std::string trust_file;
+  std::string roots;
+  std::string cert;
+};
+
+struct Connection {
+  std::unique_ptr<chasqui::Bus> bus;
+  std::optional<chasqui::Identity> identity;
+  std::shared_ptr<chasqui::TrustSource> trust;
+};
+
+absl::Status CheckTrustFlags(const TrustFlags& t) {
+  if (!t.trust_file.empty() && (!t.roots.empty() || !t.cert.empty())) {
+    return absl::InvalidArgumentError("give either --trust or --roots with --cert, not both");
+  }
+  if (t.trust_file.empty() && (t.roots.empty() || t.cert.empty())) {
+    return absl::InvalidArgumentError(
+        "give --trust FILE, or --roots roots.json with --cert K.cert (from `chasqui enrol`)");
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Connection> Connect(const NatsLogin& nats, const std::string& key,
-                                   const std::string& trust_file, const std::string& name) {
+                                   const TrustFlags& trust, const std::string& name) {
+  CHASQUI_RETURN_IF_ERROR(CheckTrustFlags(trust));
   Connection c;
-  CHASQUI_ASSIGN_OR_RETURN(auto identity, chasqui::LoadIdentity(key));
-  CHASQUI_ASSIGN_OR_RETURN(auto trust, chasqui::TrustStore::Load(trust_file, identity.pub.env));
+  std::optional<chasqui::TrustStore> store;
+  std::optional<chasqui::CertifiedIdentity> certified;
+  chasqui::TrustAnchors anchors;
+  if (!trust.trust_file.empty()) {
+    CHASQUI_ASSIGN_OR_RETURN(auto identity, chasqui::LoadIdentity(key));
+    CHASQUI_ASSIGN_OR_RETURN(store, chasqui::TrustStore::Load(trust.trust_file,
+                                                              identity.pub.env));
+    c.identity.emplace(std::move(identity));
+  } else {
+    CHASQUI_ASSIGN_OR_RETURN(anchors, chasqui::LoadTrustAnchors(trust.roots));
+    CHASQUI_ASSIGN_OR_RETURN(certified,
+                             chasqui::LoadCertifiedIdentity(
+                                 key, trust.cert, anchors,
+                                 chasqui::SystemClock().NowUnixMillis()));
+    c.identity.emplace(std::move(certified->identity));
+  }
   chasqui::BusOptions options;
   options.url = nats.url;
   options.user = nats.user;
-  options.name = fmt::format("chasqui-{}-{}", name, identity.pub.entity);
+  options.name = fmt::format("chasqui-{}-{}", name, c.identity->pub.entity);
   options.send_asap = true;
   CHASQUI_ASSIGN_OR_RETURN(c.bus, chasqui::ConnectWithPasswordFile(options, nats.password_file));
-  c.identity.emplace(std::move(identity));
-  c.trust.emplace(std::move(trust));
+  if (store.has_value()) {
+    c.trust = chasqui::FixedTrust(*std::move(store));
+    return c;
+  }
+  chasqui::CertificateTrustOptions to;
+  to.entity = c.identity->pub.entity;
+  to.env = c.identity->pub.env;
+  to.own_certificate = certified->certificate.certificate;
+  CHASQUI_ASSIGN_OR_RETURN(auto source, chasqui::CertificateTrust::Start(
+                                            c.bus.get(), anchors, std::move(to), nullptr));
+  // A one-shot command fails at once rather than being refused call by call.
+  CHASQUI_RETURN_IF_ERROR(source->Current().status());
+  c.trust = std::move(source);
   return c;
 }
 
-int Call(const NatsLogin& nats, const std::string& key, const std::string& trust_file,
+int Enrol(const NatsLogin& nats, const std::string& key, const std::string& token_flag,
+          const std::string& token_file, const std::string& role, const std::string& subject,
+          const std::string& roots, const std::string& out, bool force, int64_t timeout_ms) {
+  chasqui::InitLogging("enrol");
+  auto identity = chasqui::LoadIdentity(key);
+  if (!identity.ok()) return Fail(identity.status());
+  if (chasqui::RoleName(identity->pub.role) != role) {
+    return Fail(absl::InvalidArgumentError(fmt::format(
+        "--role {}: key file {} holds a key of role {}; enrol it with --role {} (or make a {} "
+        "key with `chasqui keygen --role {}`)",
+        role, key, chasqui::RoleName(identity->pub.role), chasqui::RoleName(identity->pub.role),
+        role, role)));
+  }
+  std::string token = token_flag;
+  if (!token_file.empty()) {
+    if (!token.empty()) {
+      return Fail(absl::InvalidArgumentError("give --token or --token-file, not both"));
+    }
+    auto t = chasqui::ReadFileToString(token_file, "token file");
+    if (!t.ok()) return Fail(t.status());
+    token = *std::move(t);
+    while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) {
+      token.pop_back();
+    }
+  }
+  if (token.empty()) {
+    return Fail(absl::InvalidArgumentError(
+        "--token (or --token-file) is required: the one-time token the operator issued with "
+        "`chasqui-crypto token`"));
+  }
+  auto anchors = chasqui::LoadTrustAnchors(roots);
+  if (!anchors.ok()) return Fail(anchors.status());
+  // Checked before asking, so a refusal to write never spends the one-time token.
+  struct stat st;
+  if (!force && ::lstat(out.c_str(), &st) == 0) {
+    return Fail(absl::AlreadyExistsError(
+        fmt::format("{} exists: refusing to overwrite it (--force replaces it)", out)));
+  }
+  chasqui::BusOptions options;
+  options.url = nats.url;
+  options.user = nats.user;
+  options.name = fmt::format("chasqui-enrol-{}", identity->pub.entity);
+  options.send_asap = true;
+  auto bus = chasqui::ConnectWithPasswordFile(options, nats.password_file);
+  if (!bus.ok()) return Fail(bus.status());
+  auto cert = chasqui::EnrolIdentity(bus->get(), chasqui::CryptoInboxPrefix(identity->pub),
+                                     *identity, token, subject, *anchors,
+                                     absl::Milliseconds(timeout_ms), chasqui::SystemClock());
+  ::explicit_bzero(token.data(), token.size());
+  if (!cert.ok()) return Fail(cert.status());
+  if (auto s = WritePublicFile(out, cert->certificate, force); !s.ok()) return Fail(s);
+  std::cout << fmt::format(
+      "wrote {} (certificate {}: {} {} of {}, env {}, valid {} .. {} Unix ms, root {})\n"
+      "it is public (mode 0644); the key file stays where it is. Sign with both:\n"
+      "  chasqui-gateway --key {} --cert {} --roots {} ...\n",
+      out, cert->serial, chasqui::CertificateRoleName(cert->role), cert->subject, cert->entity,
+      cert->env, cert->not_before_ms, cert->not_after_ms, cert->issuer_key_id, key, out, roots);
+  return 0;
+}
+
+int Call(const NatsLogin& nats, const std::string& key, const TrustFlags& trust,
          const std::string& provider, const std::string& service, chasqui::CallOptions options,
          const std::string& body) {
-  auto c = Connect(nats, key, trust_file, "call");
+  auto c = Connect(nats, key, trust, "call");
   if (!c.ok()) return Fail(c.status());
-  auto consumer = chasqui::Consumer::Create(c->bus.get(), std::move(*c->identity),
-                                            std::move(*c->trust));
+  auto consumer = chasqui::Consumer::Create(c->bus.get(), std::move(*c->identity), c->trust);
   if (!consumer.ok()) return Fail(consumer.status());
   chasqui::CallResult r = (*consumer)->Call(provider, service, body, options);
   consumer->reset();
@@ -167,7 +338,7 @@ absl::StatusOr<std::string> DemoPersonaConsulta(const chasqui::RequestContext& c
       .dump();
 }
 
-int ServeDemo(const NatsLogin& nats, const std::string& key, const std::string& trust_file) {
+int ServeDemo(const NatsLogin& nats, const std::string& key, const TrustFlags& trust) {
   chasqui::InitLogging("demo-provider");
   chasqui::DisableCoreDumps();
   sigset_t signals;
@@ -175,10 +346,9 @@ int ServeDemo(const NatsLogin& nats, const std::string& key, const std::string& 
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  auto c = Connect(nats, key, trust_file, "provider");
+  auto c = Connect(nats, key, trust, "provider");
   if (!c.ok()) return Fail(c.status());
-  auto provider = chasqui::Provider::Create(c->bus.get(), std::move(*c->identity),
-                                            std::move(*c->trust));
+  auto provider = chasqui::Provider::Create(c->bus.get(), std::move(*c->identity), c->trust);
   if (!provider.ok()) return Fail(provider.status());
   if (auto s = (*provider)->Serve("persona_consulta", DemoPersonaConsulta); !s.ok()) return Fail(s);
   if (auto s = (*provider)->Serve("echo", [](const chasqui::RequestContext&,
@@ -250,22 +420,56 @@ absl::StatusOr<std::vector<chasqui::NatsTrustedName>> TrustedNames(const std::st
         chasqui::PublicIdentity p,
         chasqui::ParsePublicIdentity(j["identities"][i].dump(),
                                      fmt::format("trust file {}: identities[{}]", path, i)));
-    names.push_back({p.entity, p.env,
-                     p.role == chasqui::Role::kRouter ? chasqui::NatsUserRole::kRouter
-                                                      : chasqui::NatsUserRole::kEntity});
+    // People act through their entity's user: their keys make none.
+    if (chasqui::IsPersonRole(p.role)) continue;
+    chasqui::NatsUserRole role = chasqui::NatsUserRole::kEntity;
+    if (p.role == chasqui::Role::kRouter) {
+      role = chasqui::NatsUserRole::kRouter;
+    } else if (chasqui::IsServiceRole(p.role)) {
+      role = chasqui::NatsUserRole::kService;
+    }
+    names.push_back({p.entity, p.env, role});
   }
   return names;
 }
 
+// Who gets a nats-server user: `chasqui nats-config`'s sources.
+struct NatsNames {
+  std::string trust_file;             // keys by role (optional)
+  std::vector<std::string> entities;  // --entity: entities not enrolled yet
+  bool router = false;                // --router
+  std::vector<std::string> services;  // --service
+};
+
 // The operator's verb: nats-server users and permissions from the trust file (DESIGN.md,
 // "Names and subjects"). Each password goes to its own 0600 file; the config holds only bcrypt
 // hashes of them.
-int NatsConfig(const std::string& trust_file, const std::vector<std::string>& envs,
+int NatsConfig(const NatsNames& sources, const std::vector<std::string>& envs,
                const std::string& out, const std::string& secrets_dir, const std::string& listen,
                bool force, int bcrypt_cost) {
-  auto names = TrustedNames(trust_file);
-  if (!names.ok()) return Fail(names.status());
-  auto users = chasqui::PlanNatsUsers(*names, envs, trust_file);
+  std::vector<chasqui::NatsTrustedName> names;
+  std::string source = sources.trust_file.empty() ? "the flags" : sources.trust_file;
+  if (!sources.trust_file.empty()) {
+    auto from_file = TrustedNames(sources.trust_file);
+    if (!from_file.ok()) return Fail(from_file.status());
+    names = *std::move(from_file);
+  }
+  for (const std::string& env : envs) {
+    for (const std::string& e : sources.entities) {
+      names.push_back({e, env, chasqui::NatsUserRole::kEntity});
+    }
+    for (const std::string& s : sources.services) {
+      names.push_back({s, env, chasqui::NatsUserRole::kService});
+    }
+    if (sources.router) names.push_back({"router", env, chasqui::NatsUserRole::kRouter});
+  }
+  if (names.empty()) {
+    return Fail(absl::InvalidArgumentError(
+        "nats-config: nobody to make a user for: give --trust and/or --entity, --router, "
+        "--service"));
+  }
+  const std::string& trust_file = source;
+  auto users = chasqui::PlanNatsUsers(names, envs, source);
   if (!users.ok()) return Fail(users.status());
   for (const std::string& env : envs) {
     const bool has_router = std::any_of(users->begin(), users->end(), [&](const auto& u) {
@@ -324,7 +528,7 @@ int NatsConfig(const std::string& trust_file, const std::vector<std::string>& en
   std::cout << fmt::format(
       "start it with:   nats-server -c {}\n"
       "after a change:  nats-server --signal reload   (a removed user is disconnected)\n"
-      "give each password file only to the process of that user (gateway, router).\n",
+      "give each password file only to the process of that user (gateway, router, service).\n",
       out);
   return 0;
 }
@@ -335,12 +539,19 @@ int main(int argc, char** argv) {
   CLI::App app{"chasqui: keys, trust files and calls for entities joining the backbone"};
   app.require_subcommand(1);
 
-  std::string entity, env = "test", role = "entity", out_dir = ".";
-  auto* keygen = app.add_subcommand("keygen", "create an entity's (or router's) key pair");
-  keygen->add_option("--entity", entity, "entity id, e.g. segip (or router)")->required();
+  std::string entity, env = "test", role = "entity", subject, out_dir = ".";
+  auto* keygen = app.add_subcommand(
+      "keygen", "create a key pair: an entity's gateway, a platform service's or a person's");
+  keygen->add_option("--entity", entity,
+                     "entity id, e.g. segip (a service's defaults to its role)");
   keygen->add_option("--env", env, "test or prod");
-  keygen->add_option("--role", role, "entity or router");
-  keygen->add_option("--out", out_dir, "directory for <entity>.<env>.key and .pub");
+  keygen->add_option("--role", role,
+                     "entity (a gateway), router, catalog, crypto, quota, audit, or a person: "
+                     "mae, manager, operator (no kx key)");
+  keygen->add_option("--subject", subject, "a person's id (roles mae, manager, operator)");
+  keygen->add_option("--out", out_dir,
+                     "directory for <entity>.<env>.key and .pub (<entity>.<subject>.<env> for "
+                     "people)");
 
   std::string trust_out = "trust.json";
   std::vector<std::string> pubs;
@@ -349,7 +560,14 @@ int main(int argc, char** argv) {
   trust->add_option("pubs", pubs, ".pub files")->required();
 
   NatsLogin nats;
-  std::string key, trust_file, provider, service, body;
+  std::string key, provider, service, body;
+  TrustFlags trust_flags;
+  auto add_trust = [&trust_flags](CLI::App* verb) {
+    verb->add_option("--trust", trust_flags.trust_file, "trust file");
+    verb->add_option("--roots", trust_flags.roots,
+                     "pinned roots (roots.json from `chasqui-crypto init`), with --cert");
+    verb->add_option("--cert", trust_flags.cert, "this key's certificate (from `chasqui enrol`)");
+  };
   auto add_nats = [&nats](CLI::App* verb) {
     verb->add_option("--nats", nats.url, "NATS server URL");
     verb->add_option("--nats-user", nats.user, "nats-server user (<entity>.<env>)");
@@ -361,7 +579,7 @@ int main(int argc, char** argv) {
   auto* call = app.add_subcommand("call", "call a service through the backbone");
   add_nats(call);
   call->add_option("--key", key, "this entity's key file")->required();
-  call->add_option("--trust", trust_file, "trust file")->required();
+  add_trust(call);
   call->add_option("--provider", provider, "provider entity")->required();
   call->add_option("--service", service, "service name")->required();
   call->add_option("--end-user", call_options.end_user, "official on whose behalf")->required();
@@ -372,15 +590,39 @@ int main(int argc, char** argv) {
   auto* serve = app.add_subcommand("serve-demo", "serve demo persona_consulta and echo services");
   add_nats(serve);
   serve->add_option("--key", key, "this entity's key file")->required();
-  serve->add_option("--trust", trust_file, "trust file")->required();
+  add_trust(serve);
 
-  std::string nc_trust, nc_out = "nats.conf", nc_secrets, nc_listen = "127.0.0.1:4222";
+  std::string enrol_token, enrol_token_file, enrol_role, enrol_subject, enrol_roots, enrol_out;
+  bool enrol_force = false;
+  int64_t enrol_timeout_ms = 10000;
+  auto* enrol = app.add_subcommand(
+      "enrol", "get a certificate for a key from the crypto service, with a one-time token");
+  add_nats(enrol);
+  enrol->add_option("--key", key, "the key file to certify (from `chasqui keygen`)")->required();
+  enrol->add_option("--token", enrol_token, "the one-time enrolment token from the operator");
+  enrol->add_option("--token-file", enrol_token_file,
+                    "file holding the token (keeps it out of the process list)");
+  enrol->add_option("--role", enrol_role, "the key's role, as on the token")->required();
+  enrol->add_option("--subject", enrol_subject, "a person's id (mae, manager, operator)");
+  enrol->add_option("--roots", enrol_roots, "pinned roots (roots.json)")->required();
+  enrol->add_option("--out", enrol_out, "certificate file to write (mode 0644)")->required();
+  enrol->add_flag("--force", enrol_force, "replace an existing certificate file");
+  enrol->add_option("--timeout-ms", enrol_timeout_ms, "give up waiting after this long");
+
+  NatsNames nc_names;
+  std::string nc_out = "nats.conf", nc_secrets, nc_listen = "127.0.0.1:4222";
   std::vector<std::string> nc_envs;
   bool nc_force = false;
   int nc_bcrypt_cost = 11;
   auto* nats_config = app.add_subcommand(
-      "nats-config", "write nats-server's users and permissions for the entities of a trust file");
-  nats_config->add_option("--trust", nc_trust, "trust file")->required();
+      "nats-config", "write nats-server's users and permissions for entities, routers and services");
+  nats_config->add_option("--trust", nc_names.trust_file,
+                          "trust file: a user per key's entity/router/service (people: none)");
+  nats_config->add_option("--entity", nc_names.entities,
+                          "an entity with no key in the trust file yet (repeatable)");
+  nats_config->add_flag("--router", nc_names.router, "a router.<env> user");
+  nats_config->add_option("--service", nc_names.services,
+                          "a platform service's user: crypto, audit, catalog, quota (repeatable)");
   nats_config->add_option("--env", nc_envs, "environment (repeat for several): test, prod")
       ->required()
       ->take_all();
@@ -396,15 +638,19 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   spdlog::set_level(spdlog::level::warn);
   int rc = 0;
-  if (*keygen) rc = Keygen(entity, env, role, out_dir);
+  if (*keygen) rc = Keygen(entity, env, role, subject, out_dir);
+  if (*enrol) {
+    rc = Enrol(nats, key, enrol_token, enrol_token_file, enrol_role, enrol_subject, enrol_roots,
+               enrol_out, enrol_force, enrol_timeout_ms);
+  }
   if (*trust) rc = Trust(trust_out, pubs);
   if (*call) {
     call_options.timeout = absl::Milliseconds(timeout_ms);
-    rc = Call(nats, key, trust_file, provider, service, call_options, body);
+    rc = Call(nats, key, trust_flags, provider, service, call_options, body);
   }
-  if (*serve) rc = ServeDemo(nats, key, trust_file);
+  if (*serve) rc = ServeDemo(nats, key, trust_flags);
   if (*nats_config) {
-    rc = NatsConfig(nc_trust, nc_envs, nc_out, nc_secrets, nc_listen, nc_force, nc_bcrypt_cost);
+    rc = NatsConfig(nc_names, nc_envs, nc_out, nc_secrets, nc_listen, nc_force, nc_bcrypt_cost);
   }
   nats_Close();
   return rc;

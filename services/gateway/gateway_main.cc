@@ -2,7 +2,9 @@
 
 #include <sodium.h>
 
+#include <algorithm>
 #include <csignal>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,6 +20,8 @@
 #include "common/ops/ops_server.h"
 #include "fmt/format.h"
 #include "nats/nats.h"
+#include "common/trust/anchors.h"
+#include "services/gateway/certificate_trust.h"
 #include "services/gateway/http_gateway.h"
 
 namespace {
@@ -63,6 +67,10 @@ int main(int argc, char** argv) {
   std::string env;
   std::string key_file;
   std::string trust_file;
+  std::string roots_file;
+  std::string cert_file;
+  std::vector<uint64_t> own_serials;
+  int64_t trust_refresh_s = 30;
   std::string listen = "127.0.0.1:8080";
   std::string api_key_file;
   int64_t call_timeout_ms = 10'000;
@@ -80,8 +88,19 @@ int main(int argc, char** argv) {
   app.add_option("--nats-password-file", nats_password_file,
                  "file holding that user's password (mode 0600; never on the command line)");
   app.add_option("--key", key_file, "the entity's key file (from `chasqui keygen`)")->required();
-  app.add_option("--trust", trust_file, "trust file listing the keys this gateway accepts")
-      ->required();
+  app.add_option("--trust", trust_file,
+                 "trust file listing the keys this gateway accepts (or --roots with --cert)");
+  app.add_option("--roots", roots_file,
+                 "pinned roots (roots.json from `chasqui-crypto init`): trust certificates from "
+                 "the crypto service's directory instead of a trust file; needs --cert");
+  app.add_option("--cert", cert_file, "this gateway's certificate (from `chasqui enrol`)");
+  app.add_option("--own-serial", own_serials,
+                 "another gateway certificate of this entity that it requested (the other key "
+                 "during a rotation): not reported as unrequested (repeatable)");
+  app.add_option("--trust-refresh-s", trust_refresh_s,
+                 "with --roots: how often to catch up on revocations and look for certificates "
+                 "in this entity's name")
+      ->capture_default_str();
   app.add_option("--listen", listen,
                  "HOST:PORT for the entity's systems (POST /v1/{provider}/{service}); port 0 "
                  "picks one and logs it")
@@ -159,7 +178,28 @@ int main(int argc, char** argv) {
     options.api_key = *std::move(key);
   }
 
-  auto identity = chasqui::LoadIdentity(key_file);
+  const bool on_certificates = !roots_file.empty() || !cert_file.empty();
+  if (on_certificates == !trust_file.empty() || (on_certificates && (roots_file.empty() ||
+                                                                     cert_file.empty()))) {
+    return Fail(absl::InvalidArgumentError(
+        "give --trust FILE, or --roots roots.json with --cert K.cert (from `chasqui enrol`); "
+        "exactly one of the two"));
+  }
+  chasqui::TrustAnchors anchors;
+  std::string own_certificate;
+  absl::StatusOr<chasqui::Identity> identity = absl::UnknownError("not loaded");
+  if (on_certificates) {
+    auto loaded = chasqui::LoadTrustAnchors(roots_file);
+    if (!loaded.ok()) return Fail(loaded.status());
+    anchors = *std::move(loaded);
+    auto certified = chasqui::LoadCertifiedIdentity(key_file, cert_file, anchors,
+                                                    chasqui::SystemClock().NowUnixMillis());
+    if (!certified.ok()) return Fail(certified.status());
+    own_certificate = certified->certificate.certificate;
+    identity = std::move(certified->identity);
+  } else {
+    identity = chasqui::LoadIdentity(key_file);
+  }
   if (!identity.ok()) return Fail(identity.status());
   if (identity->pub.role != chasqui::Role::kEntity || identity->pub.env != env) {
     return Fail(absl::InvalidArgumentError(fmt::format(
@@ -167,16 +207,24 @@ int main(int argc, char** argv) {
         "`chasqui keygen --entity <id> --env {}`)",
         key_file, chasqui::RoleName(identity->pub.role), identity->pub.env, env, env)));
   }
-  auto trust = chasqui::TrustStore::Load(trust_file, env);
-  if (!trust.ok()) return Fail(trust.status());
+  std::optional<chasqui::TrustStore> trust;
+  if (!on_certificates) {
+    auto loaded = chasqui::TrustStore::Load(trust_file, env);
+    if (!loaded.ok()) return Fail(loaded.status());
+    trust.emplace(*std::move(loaded));
+  }
   const std::string entity = identity->pub.entity;
   bus_options.name = fmt::format("chasqui-gateway-{}", entity);
+  const std::string trust_text =
+      on_certificates
+          ? fmt::format("roots={} ({} pinned) cert={}", roots_file, anchors.anchors().size(),
+                        cert_file)
+          : fmt::format("trust={} ({} keys for {})", trust_file, trust->size(), env);
   CHQ_LOG_INFO(
-      "config: entity={} env={} nats={} key={} (serial {}) trust={} ({} keys for {}) listen={} "
+      "config: entity={} env={} nats={} key={} (serial {}) {} listen={} "
       "api key={} max body={} B call timeout={} ms upstream timeout={} ms serve={} provider "
       "workers={} queue={} idempotency ttl={} s max entries={} max bytes={}",
-      entity, env, bus_options.url, key_file, identity->pub.serial, trust_file, trust->size(), env,
-      listen, api_key_file.empty() ? "none" : "from " + api_key_file, options.max_body_bytes,
+      entity, env, bus_options.url, key_file, identity->pub.serial, trust_text, listen, api_key_file.empty() ? "none" : "from " + api_key_file, options.max_body_bytes,
       call_timeout_ms, upstream_timeout_ms, options.serve.size(), options.provider_workers,
       options.provider_queue, idempotency_ttl_s, options.idempotency.max_entries,
       options.idempotency.max_bytes);
@@ -186,8 +234,22 @@ int main(int argc, char** argv) {
   auto bus = chasqui::ConnectWithPasswordFile(bus_options, nats_password_file);
   if (!bus.ok()) return Fail(bus.status());
   auto registry = std::make_shared<prometheus::Registry>();
-  auto gateway = chasqui::HttpGateway::Start(options, bus->get(), *std::move(identity),
-                                             *std::move(trust), registry);
+  std::shared_ptr<chasqui::TrustSource> source;
+  if (on_certificates) {
+    chasqui::CertificateTrustOptions to;
+    to.entity = entity;
+    to.env = env;
+    to.own_certificate = own_certificate;
+    to.own_serials = own_serials;
+    to.refresh = absl::Seconds(std::max<int64_t>(1, trust_refresh_s));
+    auto started = chasqui::CertificateTrust::Start(bus->get(), anchors, std::move(to), registry);
+    if (!started.ok()) return Fail(started.status());
+    source = *std::move(started);
+  } else {
+    source = chasqui::FixedTrust(*std::move(trust));
+  }
+  auto gateway = chasqui::HttpGateway::Start(options, bus->get(), *std::move(identity), source,
+                                             registry);
   if (!options.api_key.empty()) sodium_memzero(options.api_key.data(), options.api_key.size());
   if (!gateway.ok()) return Fail(gateway.status());
   chasqui::HttpGateway* g = gateway->get();
@@ -198,6 +260,7 @@ int main(int argc, char** argv) {
   CHQ_LOG_INFO("signal {}: draining", sig);
   (*gateway)->Stop();
   gateway->reset();
+  source.reset();
   if (auto s = (*bus)->Drain(absl::Seconds(5)); !s.ok()) {
     CHQ_LOG_WARN("drain: {}", chasqui::MessageOf(s));
   }

@@ -67,14 +67,15 @@ absl::Status CheckHeaderText(std::string_view header, std::string_view value, si
 
 class HttpGatewayImpl final : public HttpGateway {
  public:
-  HttpGatewayImpl(const HttpGatewayOptions& options, Bus* bus, TrustStore trust,
+  HttpGatewayImpl(const HttpGatewayOptions& options, Bus* bus, std::shared_ptr<TrustSource> trust,
                   std::shared_ptr<prometheus::Registry> registry)
       : options_(options),
         bus_(bus),
         trust_(std::move(trust)),
+        env_(trust_->env()),
         registry_(registry != nullptr ? std::move(registry)
                                       : std::make_shared<prometheus::Registry>()),
-        metrics_(*registry_, trust_.env()) {
+        metrics_(*registry_, env_) {
     // The hash Init keeps is all that stays of the key.
     sodium_memzero(options_.api_key.data(), options_.api_key.size());
     options_.api_key.clear();
@@ -132,7 +133,7 @@ class HttpGatewayImpl final : public HttpGateway {
     if (!listener_ || !listener_->running()) {
       return absl::UnavailableError("the HTTP listener is not running");
     }
-    return absl::OkStatus();
+    return trust_->Current().status();
   }
 
   void Stop() override {
@@ -185,7 +186,7 @@ class HttpGatewayImpl final : public HttpGateway {
     CHQ_LOG_INFO(
         "gateway {} env={} listening on http://{} (POST /v1/{{provider}}/{{service}}); api key "
         "{}; max body {} bytes; call timeout {} ms; serving {} service(s)",
-        entity_, trust_.env(), HostPort(options_.host, listener_->port()),
+        entity_, env_, HostPort(options_.host, listener_->port()),
         require_key_ ? "required" : "not required", options_.max_body_bytes,
         absl::ToInt64Milliseconds(options_.call_timeout), options_.serve.size());
     return absl::OkStatus();
@@ -351,8 +352,11 @@ class HttpGatewayImpl final : public HttpGateway {
 
   void Count(Direction direction, std::string_view provider, std::string_view service,
              v1::Code code, std::chrono::steady_clock::time_point start) {
-    const bool provider_known =
-        IsValidName(provider) && trust_.Find(provider, Role::kEntity) != nullptr;
+    bool provider_known = false;
+    if (IsValidName(provider)) {
+      auto trust = trust_->Current();
+      provider_known = trust.ok() && (*trust)->Find(provider, Role::kEntity) != nullptr;
+    }
     std::string_view service_label = kUnknown;
     if (provider_known && IsValidName(service)) {
       if (direction == Direction::kProvide) {
@@ -387,7 +391,8 @@ class HttpGatewayImpl final : public HttpGateway {
 
   HttpGatewayOptions options_;
   Bus* bus_;
-  const TrustStore trust_;
+  const std::shared_ptr<TrustSource> trust_;
+  const std::string env_;
   std::shared_ptr<prometheus::Registry> registry_;
   GatewayMetrics metrics_;
   std::string entity_;
@@ -480,8 +485,16 @@ absl::StatusOr<std::pair<std::string, int>> ParseListenAddress(std::string_view 
 absl::StatusOr<std::unique_ptr<HttpGateway>> HttpGateway::Start(
     const HttpGatewayOptions& options, Bus* bus, Identity identity, TrustStore trust,
     std::shared_ptr<prometheus::Registry> registry) {
+  return Start(options, bus, std::move(identity), FixedTrust(std::move(trust)),
+               std::move(registry));
+}
+
+absl::StatusOr<std::unique_ptr<HttpGateway>> HttpGateway::Start(
+    const HttpGatewayOptions& options, Bus* bus, Identity identity,
+    std::shared_ptr<TrustSource> trust, std::shared_ptr<prometheus::Registry> registry) {
   CHASQUI_RETURN_IF_ERROR(ValidateGatewayOptions(options));
   if (bus == nullptr) return absl::InvalidArgumentError("gateway: no bus");
+  if (trust == nullptr) return absl::InvalidArgumentError("gateway: no trust source");
   try {
     auto gateway = std::make_unique<HttpGatewayImpl>(options, bus, std::move(trust),
                                                      std::move(registry));

@@ -36,6 +36,7 @@
 #include "prometheus/registry.h"
 #include "services/gateway/http_upstream.h"
 #include "services/gateway/idempotency.h"
+#include "services/gateway/sdk.h"
 
 namespace chasqui {
 
@@ -81,12 +82,18 @@ class HttpGateway {
   static absl::StatusOr<std::unique_ptr<HttpGateway>> Start(
       const HttpGatewayOptions& options, Bus* bus, Identity identity, TrustStore trust,
       std::shared_ptr<prometheus::Registry> registry);
+  // The same on a changing trust source (CertificateTrust): while it refuses (a stale
+  // revocation list), Ready() says why and every call, in both directions, is UNAVAILABLE.
+  static absl::StatusOr<std::unique_ptr<HttpGateway>> Start(
+      const HttpGatewayOptions& options, Bus* bus, Identity identity,
+      std::shared_ptr<TrustSource> trust, std::shared_ptr<prometheus::Registry> registry);
   // Stops (see Stop).
   virtual ~HttpGateway() = default;
 
   // The port the HTTP listener is bound to.
   virtual int port() const = 0;
-  // OK while the listener runs and the NATS connection is up; else why not (for /readyz).
+  // OK while the listener runs, the NATS connection is up and the trust source serves; else
+  // why not (for /readyz).
   virtual absl::Status Ready() const = 0;
   // Stops accepting HTTP, waits for calls in flight (at most the call timeout), then stops
   // serving the provider side (requests still waiting for a worker are answered UNAVAILABLE;

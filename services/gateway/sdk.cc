@@ -17,17 +17,30 @@
 namespace chasqui {
 namespace {
 
-absl::Status CheckOwnIdentity(const Identity& identity, const TrustStore& trust) {
+absl::Status CheckOwnIdentity(const Identity& identity, const TrustSource* trust) {
+  if (trust == nullptr) return absl::InvalidArgumentError("the SDK needs a trust source");
   if (identity.pub.role != Role::kEntity) {
-    return absl::InvalidArgumentError("the SDK needs an entity key, not a router key");
+    return absl::InvalidArgumentError(fmt::format(
+        "the SDK needs an entity (gateway) key, not a {} key", RoleName(identity.pub.role)));
   }
-  if (identity.pub.env != trust.env()) {
+  if (identity.pub.env != trust->env()) {
     return absl::InvalidArgumentError(fmt::format(
         "the key is for environment {} but the trust store is for {}", identity.pub.env,
-        trust.env()));
+        trust->env()));
   }
   return absl::OkStatus();
 }
+
+class FixedTrustSource final : public TrustSource {
+ public:
+  explicit FixedTrustSource(TrustStore store)
+      : store_(std::make_shared<const TrustStore>(std::move(store))) {}
+  const std::string& env() const override { return store_->env(); }
+  absl::StatusOr<std::shared_ptr<const TrustStore>> Current() const override { return store_; }
+
+ private:
+  const std::shared_ptr<const TrustStore> store_;
+};
 
 CallResult Failed(v1::Code code, std::string_view message, const std::string& id) {
   return CallResult{ChasquiError(code, message), "", ToHex(id), 0};
@@ -35,33 +48,53 @@ CallResult Failed(v1::Code code, std::string_view message, const std::string& id
 
 }  // namespace
 
-Consumer::Consumer(Bus* bus, Identity identity, TrustStore trust, ConsumerOptions options,
-                   const Clock& clock)
+absl::StatusOr<std::shared_ptr<const TrustStore>> TrustSource::FetchEntity(std::string_view) {
+  return Current();
+}
+
+absl::StatusOr<std::shared_ptr<const TrustStore>> TrustSource::FetchSerial(uint64_t) {
+  return Current();
+}
+
+std::shared_ptr<TrustSource> FixedTrust(TrustStore store) {
+  return std::make_shared<FixedTrustSource>(std::move(store));
+}
+
+Consumer::Consumer(Bus* bus, Identity identity, std::shared_ptr<TrustSource> trust,
+                   ConsumerOptions options, const Clock& clock)
     : bus_(bus),
       identity_(std::move(identity)),
       trust_(std::move(trust)),
+      env_(trust_->env()),
       options_(options),
       clock_(clock),
       client_id_(ToHex(RandomString(8))),
       root_cache_(clock, options.freshness_window_ms),
-      verifier_(trust_.env(), &root_cache_),
+      verifier_(env_, &root_cache_),
       session_keys_(identity_.kx, SessionKeyCache::Side::kClient),
-      signer_(identity_.sign, EnvelopeTag(trust_.env())) {}
+      signer_(identity_.sign, EnvelopeTag(env_)) {}
 
 absl::StatusOr<std::unique_ptr<Consumer>> Consumer::Create(Bus* bus, Identity identity,
                                                            TrustStore trust,
                                                            ConsumerOptions options,
                                                            const Clock& clock) {
-  CHASQUI_RETURN_IF_ERROR(CheckOwnIdentity(identity, trust));
+  return Create(bus, std::move(identity), FixedTrust(std::move(trust)), options, clock);
+}
+
+absl::StatusOr<std::unique_ptr<Consumer>> Consumer::Create(Bus* bus, Identity identity,
+                                                           std::shared_ptr<TrustSource> trust,
+                                                           ConsumerOptions options,
+                                                           const Clock& clock) {
+  CHASQUI_RETURN_IF_ERROR(CheckOwnIdentity(identity, trust.get()));
   std::unique_ptr<Consumer> c(
       new Consumer(bus, std::move(identity), std::move(trust), options, clock));
   CHASQUI_ASSIGN_OR_RETURN(
       c->mux_, RequestMux::Create(bus, fmt::format("{}.{}",
-                                                   EntityInboxPrefix(c->trust_.env(),
+                                                   EntityInboxPrefix(c->env_,
                                                                      c->identity_.pub.entity),
                                                    c->client_id_)));
-  CHQ_LOG_INFO("consumer {} env={} ready (key serial {})", c->identity_.pub.entity,
-               c->trust_.env(), c->identity_.pub.serial);
+  CHQ_LOG_INFO("consumer {} env={} ready (key serial {})", c->identity_.pub.entity, c->env_,
+               c->identity_.pub.serial);
   return c;
 }
 
@@ -97,10 +130,27 @@ void Consumer::CallAsync(std::string_view provider, std::string_view service,
       return;
     }
   }
-  const PublicIdentity* peer = trust_.Find(provider, Role::kEntity);
+  auto snapshot = trust_->Current();
+  if (!snapshot.ok()) {
+    done(Failed(v1::UNAVAILABLE, MessageOf(snapshot.status()), id));
+    return;
+  }
+  std::shared_ptr<const TrustStore> trust = *std::move(snapshot);
+  const PublicIdentity* peer = trust->Find(provider, Role::kEntity);
+  if (peer == nullptr) {
+    auto fetched = trust_->FetchEntity(provider);
+    if (!fetched.ok()) {
+      done(Failed(absl::IsUnavailable(fetched.status()) ? v1::UNAVAILABLE : v1::NOT_FOUND,
+                  MessageOf(fetched.status()), id));
+      return;
+    }
+    trust = *std::move(fetched);
+    peer = trust->Find(provider, Role::kEntity);
+  }
   if (peer == nullptr) {
     done(Failed(v1::NOT_FOUND,
-                fmt::format("provider {} has no key in {}'s trust file", provider, trust_.env()),
+                fmt::format("provider {} has no key in {}'s trust file or directory", provider,
+                            env_),
                 id));
     return;
   }
@@ -112,7 +162,7 @@ void Consumer::CallAsync(std::string_view provider, std::string_view service,
   v1::Header h;
   h.set_protocol_version(kProtocolVersion);
   h.set_id(id);
-  h.set_env(trust_.env());
+  h.set_env(env_);
   h.set_kind(v1::KIND_REQUEST);
   h.set_consumer(identity_.pub.entity);
   h.set_provider(std::string(provider));
@@ -127,18 +177,21 @@ void Consumer::CallAsync(std::string_view provider, std::string_view service,
   h.set_sender_cert(identity_.pub.serial);
   h.set_recipient_cert(peer->serial);
   std::string sealed = SealBody(h, (*keys)->tx, nonces_, body);
-  std::string subject = RequestSubjectFor(trust_.env(), identity_.pub.entity, provider, service);
+  std::string subject = RequestSubjectFor(env_, identity_.pub.entity, provider, service);
   auto shared_keys = *std::move(keys);
+  // `trust` keeps `peer` alive until the answer is handled, whatever is swapped in meanwhile.
   SignEnvelope(
       signer_, std::move(h), std::move(sealed),
-      [this, id, peer, shared_keys, subject = std::move(subject), timeout = options.timeout,
-       service = std::string(service), done = std::move(done)](std::string wire) mutable {
+      [this, id, trust, peer, shared_keys, subject = std::move(subject),
+       timeout = options.timeout, service = std::string(service),
+       done = std::move(done)](std::string wire) mutable {
         auto shared_done = std::make_shared<std::function<void(CallResult)>>(std::move(done));
         absl::Status sent = mux_->Request(
             subject, wire, timeout,
-            [this, id, peer, service, shared_keys, shared_done](MuxOutcome outcome,
-                                                                 const BusMessage* reply) {
-              (*shared_done)(OnAnswer(id, *peer, service, *shared_keys, outcome, reply));
+            [this, id, trust, peer, service, shared_keys, shared_done](
+                MuxOutcome outcome, const BusMessage* reply) {
+              (*shared_done)(
+                  OnAnswer(id, *trust, *peer, service, *shared_keys, outcome, reply));
             });
         if (!sent.ok()) {
           (*shared_done)(Failed(v1::UNAVAILABLE,
@@ -147,16 +200,17 @@ void Consumer::CallAsync(std::string_view provider, std::string_view service,
       });
 }
 
-CallResult Consumer::OnAnswer(const std::string& id, const PublicIdentity& provider,
-                              const std::string& service, const SessionKeys& keys,
-                              MuxOutcome outcome, const BusMessage* reply) {
+CallResult Consumer::OnAnswer(const std::string& id, const TrustStore& trust,
+                              const PublicIdentity& provider, const std::string& service,
+                              const SessionKeys& keys, MuxOutcome outcome,
+                              const BusMessage* reply) {
   switch (outcome) {
     case MuxOutcome::kTimeout:
       return Failed(v1::TIMEOUT, "no answer from the platform within the call's timeout", id);
     case MuxOutcome::kNoResponders:
       return Failed(v1::UNAVAILABLE,
                     fmt::format("no router serves {} right now (is the backbone running?)",
-                                trust_.env()),
+                                env_),
                     id);
     case MuxOutcome::kClosed:
       return Failed(v1::UNAVAILABLE, "the consumer is shutting down", id);
@@ -170,7 +224,16 @@ CallResult Consumer::OnAnswer(const std::string& id, const PublicIdentity& provi
                   id);
   }
   const v1::Header& h = parsed->header;
-  const PublicIdentity* signer = trust_.BySerial(h.sender_cert());
+  const PublicIdentity* signer = trust.BySerial(h.sender_cert());
+  std::shared_ptr<const TrustStore> fetched;  // keeps `signer` alive when it came from a fetch
+  if (signer == nullptr) {
+    // A router this process has not heard from yet (its certificate is fetched on demand).
+    auto f = trust_->FetchSerial(h.sender_cert());
+    if (f.ok()) {
+      fetched = *std::move(f);
+      signer = fetched->BySerial(h.sender_cert());
+    }
+  }
   const bool from_router = signer != nullptr && signer->role == Role::kRouter;
   const bool from_provider = signer != nullptr && signer->role == Role::kEntity &&
                              signer->serial == provider.serial;
@@ -181,7 +244,7 @@ CallResult Consumer::OnAnswer(const std::string& id, const PublicIdentity& provi
     return Failed(v1::PROVIDER_ERROR, "the answer is signed by neither a router nor the provider",
                   id);
   }
-  if (!answers_us || h.env() != trust_.env() || h.consumer() != identity_.pub.entity ||
+  if (!answers_us || h.env() != env_ || h.consumer() != identity_.pub.entity ||
       h.kind() == v1::KIND_REQUEST ||
       (from_provider && (h.provider() != provider.entity || h.service() != service))) {
     return Failed(v1::PROVIDER_ERROR, "the answer is not addressed to this request", id);
@@ -325,25 +388,34 @@ struct Provider::Job {
   IdempotencyKey key;
 };
 
-Provider::Provider(Bus* bus, Identity identity, TrustStore trust, ProviderOptions options,
-                   const Clock& clock)
+Provider::Provider(Bus* bus, Identity identity, std::shared_ptr<TrustSource> trust,
+                   ProviderOptions options, const Clock& clock)
     : bus_(bus),
       identity_(std::move(identity)),
       trust_(std::move(trust)),
+      env_(trust_->env()),
       clock_(clock),
       options_(std::move(options)),
       root_cache_(clock, options_.freshness_window_ms),
-      verifier_(trust_.env(), &root_cache_),
+      verifier_(env_, &root_cache_),
       replay_(clock, options_.freshness_window_ms),
       idempotency_(NewMemoryIdempotencyStore(options_.idempotency, clock)),
       session_keys_(identity_.kx, SessionKeyCache::Side::kServer),
-      signer_(identity_.sign, EnvelopeTag(trust_.env())) {}
+      signer_(identity_.sign, EnvelopeTag(env_)) {}
 
 absl::StatusOr<std::unique_ptr<Provider>> Provider::Create(Bus* bus, Identity identity,
                                                            TrustStore trust,
                                                            ProviderOptions options,
                                                            const Clock& clock) {
-  CHASQUI_RETURN_IF_ERROR(CheckOwnIdentity(identity, trust));
+  return Create(bus, std::move(identity), FixedTrust(std::move(trust)), std::move(options),
+                clock);
+}
+
+absl::StatusOr<std::unique_ptr<Provider>> Provider::Create(Bus* bus, Identity identity,
+                                                           std::shared_ptr<TrustSource> trust,
+                                                           ProviderOptions options,
+                                                           const Clock& clock) {
+  CHASQUI_RETURN_IF_ERROR(CheckOwnIdentity(identity, trust.get()));
   if (options.workers < 0 || options.workers > 1024) {
     return absl::InvalidArgumentError(
         fmt::format("provider workers {}: expected 0 (on the delivery thread) to 1024",
@@ -371,7 +443,7 @@ Provider::~Provider() {
 
 absl::Status Provider::Serve(std::string_view service, Handler handler) {
   CHASQUI_RETURN_IF_ERROR(ValidateName("service", service));
-  const std::string subject = ServiceSubjectFor(trust_.env(), identity_.pub.entity, service);
+  const std::string subject = ServiceSubjectFor(env_, identity_.pub.entity, service);
   auto served = std::make_unique<ServedHandler>();
   served->service = std::string(service);
   served->handler = std::move(handler);
@@ -400,7 +472,7 @@ void Provider::HandleRequest(ServedHandler& served, const BusMessage& msg) {
   const std::string& service = served.service;
   // Only a router of this env may ask (its inbox is _INBOX._router.<env>.<id>); anything else
   // is not answered.
-  if (!IsReplySubjectUnder(msg.reply, "_INBOX._router." + trust_.env())) {
+  if (!IsReplySubjectUnder(msg.reply, "_INBOX._router." + env_)) {
     ++refused_;
     CHQ_LOG_WARN("request on {} with reply subject \"{}\" not from a router; dropped",
                  msg.subject, Printable(msg.reply));
@@ -422,23 +494,43 @@ void Provider::HandleRequest(ServedHandler& served, const BusMessage& msg) {
     return;
   }
   const v1::Header& h = parsed->header;
-  if (h.kind() != v1::KIND_REQUEST || h.env() != trust_.env() ||
+  if (h.kind() != v1::KIND_REQUEST || h.env() != env_ ||
       h.provider() != identity_.pub.entity || h.service() != service) {
     refuse(h, ChasquiError(v1::BAD_REQUEST,
                            fmt::format("envelope is a {} for {}/{} in {}; this gateway serves {}/{} "
                                        "in {}",
                                        h.kind() == v1::KIND_REQUEST ? "request" : "non-request",
                                        h.provider(), h.service(), h.env(), identity_.pub.entity,
-                                       service, trust_.env())));
+                                       service, env_)));
     return;
   }
+  // Fail closed: with a stale revocation list nobody's certificate can be trusted.
+  auto snapshot = trust_->Current();
+  if (!snapshot.ok()) {
+    refuse(h, ChasquiError(v1::UNAVAILABLE, MessageOf(snapshot.status())));
+    return;
+  }
+  std::shared_ptr<const TrustStore> trust = *std::move(snapshot);
   if (h.recipient_cert() != identity_.pub.serial) {
     refuse(h, ChasquiError(v1::BAD_REQUEST,
                            fmt::format("the body is sealed for key {}, not this gateway's key {}",
                                        h.recipient_cert(), identity_.pub.serial)));
     return;
   }
-  const PublicIdentity* signer = trust_.BySerial(h.sender_cert());
+  const PublicIdentity* signer = trust->BySerial(h.sender_cert());
+  if (signer == nullptr) {
+    auto fetched = trust_->FetchSerial(h.sender_cert());
+    if (!fetched.ok()) {
+      refuse(h, ChasquiError(absl::IsUnavailable(fetched.status()) ? v1::UNAVAILABLE
+                                                                    : v1::UNAUTHENTICATED,
+                             fmt::format("sender_cert {} of consumer {} is refused: {}",
+                                         h.sender_cert(), h.consumer(),
+                                         MessageOf(fetched.status()))));
+      return;
+    }
+    trust = *std::move(fetched);
+    signer = trust->BySerial(h.sender_cert());
+  }
   if (signer == nullptr || signer->role != Role::kEntity || signer->entity != h.consumer()) {
     refuse(h, ChasquiError(v1::UNAUTHENTICATED,
                            fmt::format("sender_cert {} is not a key of consumer {}",
@@ -630,7 +722,7 @@ v1::Header Provider::AnswerHeader(const v1::Header& request, v1::Kind kind) cons
   v1::Header h;
   h.set_protocol_version(kProtocolVersion);
   h.set_id(NewEnvelopeId());
-  h.set_env(trust_.env());
+  h.set_env(env_);
   h.set_kind(kind);
   h.set_consumer(IsValidName(request.consumer()) ? request.consumer() : "unknown");
   h.set_provider(identity_.pub.entity);

@@ -8,6 +8,10 @@
 //   if (!r.status.ok()) ... ChasquiCode(r.status) says why, precisely.
 //
 //   auto provider = Provider::Create(bus, identity, trust, {});
+//
+// `trust` is a TrustStore (a trust file: never changes) or a TrustSource whose snapshot changes
+// while the process runs (CertificateTrust in certificate_trust.h: certificates from the crypto
+// service, revocations applied as they come).
 //   provider->Serve("persona_consulta", [](const RequestContext& ctx, std::string_view body)
 //                   -> absl::StatusOr<std::string> { ... });
 
@@ -34,6 +38,29 @@
 #include "services/gateway/idempotency.h"
 
 namespace chasqui {
+
+// Where a Consumer or Provider gets the keys it trusts. Each request takes one snapshot
+// (Current()) and uses it throughout, so a swap in the middle of a request is never seen half
+// done. Thread-safe.
+class TrustSource {
+ public:
+  virtual ~TrustSource() = default;
+  virtual const std::string& env() const = 0;
+  // The snapshot to use now, or Unavailable saying why traffic must be refused (fail closed:
+  // a stale revocation list). Called once per request: a short lock at most.
+  virtual absl::StatusOr<std::shared_ptr<const TrustStore>> Current() const = 0;
+  // Called when the snapshot has no gateway key of `entity` (a provider not called yet): may
+  // fetch it and swap a new snapshot in. The result may still lack it. Blocks the caller for at
+  // most the source's fetch timeout.
+  virtual absl::StatusOr<std::shared_ptr<const TrustStore>> FetchEntity(std::string_view entity);
+  // Likewise for the certificate serial a peer signed with. A non-OK status says why that
+  // serial is refused (revoked: PermissionDenied; expired: FailedPrecondition; unknown:
+  // NotFound) or that traffic is refused altogether (Unavailable).
+  virtual absl::StatusOr<std::shared_ptr<const TrustStore>> FetchSerial(uint64_t serial);
+};
+
+// A TrustSource over one TrustStore that never changes (a trust file).
+std::shared_ptr<TrustSource> FixedTrust(TrustStore store);
 
 struct CallOptions {
   std::string end_user;  // mandatory: the official on whose behalf the query runs
@@ -68,6 +95,11 @@ class Consumer {
                                                           TrustStore trust,
                                                           ConsumerOptions options = {},
                                                           const Clock& clock = SystemClock());
+  // `trust` is shared (a gateway's Consumer and Provider use the same source).
+  static absl::StatusOr<std::unique_ptr<Consumer>> Create(Bus* bus, Identity identity,
+                                                          std::shared_ptr<TrustSource> trust,
+                                                          ConsumerOptions options = {},
+                                                          const Clock& clock = SystemClock());
   ~Consumer();
 
   // Seals `body` for `provider`, signs it in the next batch and sends it through a router.
@@ -84,15 +116,16 @@ class Consumer {
   uint64_t signed_headers() const { return signer_.signed_headers(); }
 
  private:
-  Consumer(Bus* bus, Identity identity, TrustStore trust, ConsumerOptions options,
-           const Clock& clock);
-  CallResult OnAnswer(const std::string& id, const PublicIdentity& provider,
-                      const std::string& service, const SessionKeys& keys, MuxOutcome outcome,
-                      const BusMessage* reply);
+  Consumer(Bus* bus, Identity identity, std::shared_ptr<TrustSource> trust,
+           ConsumerOptions options, const Clock& clock);
+  CallResult OnAnswer(const std::string& id, const TrustStore& trust,
+                      const PublicIdentity& provider, const std::string& service,
+                      const SessionKeys& keys, MuxOutcome outcome, const BusMessage* reply);
 
   Bus* bus_;
   const Identity identity_;
-  const TrustStore trust_;
+  const std::shared_ptr<TrustSource> trust_;
+  const std::string env_;
   const ConsumerOptions options_;
   const Clock& clock_;
   const std::string client_id_;
@@ -153,6 +186,14 @@ class Provider {
                                                           TrustStore trust,
                                                           ProviderOptions options = {},
                                                           const Clock& clock = SystemClock());
+  // While `trust` refuses (Current() not OK), every request is answered UNAVAILABLE with its
+  // reason once its addressing is checked, before its signer is looked up. A sender_cert not in
+  // the snapshot is asked of trust->FetchSerial; its refusal (revoked, expired) is answered
+  // UNAUTHENTICATED naming why.
+  static absl::StatusOr<std::unique_ptr<Provider>> Create(Bus* bus, Identity identity,
+                                                          std::shared_ptr<TrustSource> trust,
+                                                          ProviderOptions options = {},
+                                                          const Clock& clock = SystemClock());
   ~Provider();
 
   // Serves `service` on `chq.<env>.svc.<provider>.<service>` (a queue group, so several
@@ -169,8 +210,8 @@ class Provider {
   uint64_t signed_headers() const { return signer_.signed_headers(); }
 
  private:
-  Provider(Bus* bus, Identity identity, TrustStore trust, ProviderOptions options,
-           const Clock& clock);
+  Provider(Bus* bus, Identity identity, std::shared_ptr<TrustSource> trust,
+           ProviderOptions options, const Clock& clock);
   struct ServedHandler;  // a service's handler and its workers
   struct Job;            // an opened request on its way to the handler
   void HandleRequest(ServedHandler& served, const BusMessage& msg);
@@ -192,7 +233,8 @@ class Provider {
 
   Bus* bus_;
   const Identity identity_;
-  const TrustStore trust_;
+  const std::shared_ptr<TrustSource> trust_;
+  const std::string env_;
   const Clock& clock_;
   const ProviderOptions options_;
   RootCache root_cache_;

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Checks deploy/prometheus and deploy/grafana against the tools and against a real router.
+# Checks deploy/prometheus and deploy/grafana against the tools and against a real router and
+# audit service.
 #
 #   prometheus_test.sh rules  REPO_ROOT
 #       promtool check config / check rules / test rules, and the dashboards are valid JSON.
-#   prometheus_test.sh scrape REPO_ROOT CHASQUI_ROUTER CHASQUI
-#       starts nats-server, a router, the demo provider and a real Prometheus (all on random
+#   prometheus_test.sh scrape REPO_ROOT CHASQUI_ROUTER CHASQUI CHASQUI_AUDIT
+#       starts nats-server, chasqui-audit, a router, the demo provider and a real Prometheus (all on random
 #       loopback ports, in a temporary directory), sends known traffic, and asserts through
 #       Prometheus's HTTP API what it scraped, what the recording rules computed, that every rule
 #       evaluates, and that every dashboard query parses.
@@ -169,10 +170,11 @@ nats_has_subscriber() {  # nats_has_subscriber SUBJECT: someone subscribes to wh
 }
 
 scrape() {
-  [ $# -eq 4 ] || usage
-  local router=$3 chasqui=$4
+  [ $# -eq 5 ] || usage
+  local router=$3 chasqui=$4 audit=$5
   [ -x "$router" ] || fail "chasqui-router binary $router not found (build the tree first)"
   [ -x "$chasqui" ] || fail "chasqui binary $chasqui not found (build the tree first)"
+  [ -x "$audit" ] || fail "chasqui-audit binary $audit not found (build the tree first)"
   local nats prometheus
   nats=$(find_bin nats-server nats-server)
   prometheus=$(find_bin prometheus prometheus)
@@ -200,10 +202,19 @@ scrape() {
   done
   "$chasqui" keygen --entity router --role router --env test --out "$keys" >/dev/null ||
     fail "keygen router"
+  "$chasqui" keygen --role audit --env test --out "$keys" >/dev/null || fail "keygen audit"
   # mallory is left out of the trust file: its call must be refused.
   "$chasqui" trust --out "$TMP/trust.json" \
     "$keys/segip.test.pub" "$keys/sin.test.pub" "$keys/router.test.pub" >/dev/null ||
     fail "chasqui trust"
+
+  echo "== [${SECONDS}s] audit (the router relays a reply only once its record is durable)"
+  local audit_port
+  audit_port=$(free_port)
+  spawn audit "$audit" serve --env test --data "$TMP/audit" --checkpoint-key "$keys/audit.test.key" \
+    --nats "$nats_url" --ops-port "$audit_port"
+  wait_for 15 "chasqui-audit's /readyz on 127.0.0.1:$audit_port" audit \
+    curl -sf --max-time 2 "http://127.0.0.1:$audit_port/readyz"
 
   echo "== [${SECONDS}s] router"
   local ops_port
@@ -259,6 +270,9 @@ scrape_configs:
   - job_name: chasqui-router
     static_configs:
       - targets: ["127.0.0.1:$ops_port"]
+  - job_name: chasqui-audit
+    static_configs:
+      - targets: ["127.0.0.1:$audit_port"]
 EOF
   spawn prometheus "$prometheus" --config.file="$TMP/prometheus.yml" \
     --storage.tsdb.path="$TMP/tsdb" --web.listen-address="127.0.0.1:$prom_port" \
@@ -279,6 +293,13 @@ EOF
   expect_value 'chasqui_router_ready{env="test"}' 1
   expect_value 'up{job="chasqui-router"}' 1
   expect_value 'sum(chasqui_router_request_batch_size_count{env="test"})' "$((ok_calls + 1))"
+  # Every OK exchange and the UNAVAILABLE refusal were traced, one record each, each synced
+  # before the reply was relayed; mallory's refusal is only counted (before authentication).
+  expect_value 'up{job="chasqui-audit"}' 1
+  expect_value 'sum(chasqui_audit_records_appended_total{outcome="durable"})' "$((ok_calls + 1))"
+  expect_value 'chasqui_router_audit_up' 1
+  expect_value 'chasqui_audit_sync_seconds_count > bool 0' 1
+  expect_value 'chasqui_audit_backlog' 0
 
   echo "== [${SECONDS}s] recording rules"
   expect_value 'env_provider_service_consumer_code:chasqui_router_requests:rate1m{env="test",provider="segip",service="persona_consulta",consumer="sin",code="OK"} > bool 0' 1
@@ -339,7 +360,7 @@ for f in files:
         empty += not res["data"]["result"]
 print("%d dashboard queries parse (%d without data yet, e.g. drops and reconnects)" % (n, empty))
 EOF
-  echo "PASS: Prometheus scraped the router and evaluated the rules"
+  echo "PASS: Prometheus scraped the router and the audit service and evaluated the rules"
 }
 
 case "$MODE" in

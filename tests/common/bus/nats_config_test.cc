@@ -80,6 +80,10 @@ std::map<std::string, Granted> ParseUsers(const std::string& text) {
 NatsUser Entity(const std::string& entity, const std::string& env, const std::string& password) {
   return {entity + "." + env, password, NatsUserRole::kEntity, entity, env};
 }
+NatsUser Service(const std::string& service, const std::string& env,
+                 const std::string& password) {
+  return {service + "." + env, password, NatsUserRole::kService, service, env};
+}
 NatsUser RouterUser(const std::string& env, const std::string& password) {
   return {"router." + env, password, NatsUserRole::kRouter, "router", env};
 }
@@ -87,37 +91,69 @@ NatsUser RouterUser(const std::string& env, const std::string& password) {
 TEST(NatsConfigTest, EachUserGetsExactlyItsSubjects) {
   NatsConfigInput in;
   in.listen = "0.0.0.0:4333";
-  in.users = {RouterUser("test", "p1"), Entity("sin", "test", "p2"), Entity("segip", "test", "p3"),
-              RouterUser("prod", "p4"), Entity("sin", "prod", "p5")};
+  in.users = {RouterUser("test", "p1"),       Entity("sin", "test", "p2"),
+              Entity("segip", "test", "p3"),     RouterUser("prod", "p4"),
+              Entity("sin", "prod", "p5"),       Service("crypto", "test", "p6"),
+              Service("audit", "test", "p7"),    Service("catalog", "prod", "p8")};
   auto text = NatsServerConfig(in);
   ASSERT_TRUE(text.ok()) << text.status();
   const auto users = ParseUsers(*text);
-  ASSERT_EQ(users.size(), 5u) << *text;
+  ASSERT_EQ(users.size(), 8u) << *text;
 
   const Granted& sin = users.at("sin.test");
   EXPECT_EQ(sin.password, "p2");
-  EXPECT_THAT(sin.publish, ElementsAre("chq.test.req.sin.>"));
-  EXPECT_THAT(sin.subscribe, ElementsAre("chq.test.svc.sin.>", "_INBOX.test.sin.>"));
+  EXPECT_THAT(sin.publish, ElementsAre("chq.test.req.sin.>", "chq.ctl.crypto.enrol",
+                                       "chq.ctl.crypto.directory", "chq.ctl.catalog.>"));
+  EXPECT_THAT(sin.subscribe, ElementsAre("chq.test.svc.sin.>", "_INBOX.test.sin.>",
+                                         "chq.evt.crypto.revoked"));
   EXPECT_TRUE(sin.allow_responses);
   EXPECT_EQ(sin.lines_with_allow, 2);
 
   const Granted& segip = users.at("segip.test");
-  EXPECT_THAT(segip.publish, ElementsAre("chq.test.req.segip.>"));
-  EXPECT_THAT(segip.subscribe, ElementsAre("chq.test.svc.segip.>", "_INBOX.test.segip.>"));
+  EXPECT_THAT(segip.publish, ElementsAre("chq.test.req.segip.>", "chq.ctl.crypto.enrol",
+                                         "chq.ctl.crypto.directory", "chq.ctl.catalog.>"));
+  EXPECT_THAT(segip.subscribe, ElementsAre("chq.test.svc.segip.>", "_INBOX.test.segip.>",
+                                           "chq.evt.crypto.revoked"));
   EXPECT_TRUE(segip.allow_responses);
 
   const Granted& sin_prod = users.at("sin.prod");
-  EXPECT_THAT(sin_prod.publish, ElementsAre("chq.prod.req.sin.>"));
-  EXPECT_THAT(sin_prod.subscribe, ElementsAre("chq.prod.svc.sin.>", "_INBOX.prod.sin.>"));
+  EXPECT_THAT(sin_prod.publish, ElementsAre("chq.prod.req.sin.>", "chq.ctl.crypto.enrol",
+                                            "chq.ctl.crypto.directory", "chq.ctl.catalog.>"));
+  EXPECT_THAT(sin_prod.subscribe, ElementsAre("chq.prod.svc.sin.>", "_INBOX.prod.sin.>",
+                                              "chq.evt.crypto.revoked"));
 
   const Granted& router = users.at("router.test");
-  EXPECT_THAT(router.publish, ElementsAre("chq.test.svc.>", "_INBOX.test.>"));
-  EXPECT_THAT(router.subscribe, ElementsAre("chq.test.req.>", "_INBOX._router.test.>"));
+  EXPECT_THAT(router.publish,
+              ElementsAre("chq.test.svc.>", "_INBOX.test.>", "chq.ctl.audit.append",
+                          "chq.ctl.catalog.snapshot", "chq.ctl.catalog.events",
+                          "chq.ctl.crypto.directory"));
+  EXPECT_THAT(router.subscribe, ElementsAre("chq.test.req.>", "_INBOX._router.test.>",
+                                            "chq.evt.crypto.>", "chq.evt.catalog.>"));
   EXPECT_FALSE(router.allow_responses);
 
   const Granted& router_prod = users.at("router.prod");
-  EXPECT_THAT(router_prod.publish, ElementsAre("chq.prod.svc.>", "_INBOX.prod.>"));
-  EXPECT_THAT(router_prod.subscribe, ElementsAre("chq.prod.req.>", "_INBOX._router.prod.>"));
+  EXPECT_THAT(router_prod.publish,
+              ElementsAre("chq.prod.svc.>", "_INBOX.prod.>", "chq.ctl.audit.append",
+                          "chq.ctl.catalog.snapshot", "chq.ctl.catalog.events",
+                          "chq.ctl.crypto.directory"));
+  EXPECT_THAT(router_prod.subscribe, ElementsAre("chq.prod.req.>", "_INBOX._router.prod.>",
+                                                 "chq.evt.crypto.>", "chq.evt.catalog.>"));
+
+  // Each service serves its own control subjects in its queue group, publishes its own events.
+  const Granted& crypto = users.at("crypto.test");
+  EXPECT_THAT(crypto.publish, ElementsAre("chq.evt.crypto.>"));
+  EXPECT_THAT(crypto.subscribe, ElementsAre("chq.ctl.crypto.> chq.crypto", "_INBOX._crypto.test.>",
+                                            "chq.evt.crypto.>"));
+  EXPECT_TRUE(crypto.allow_responses);
+  const Granted& audit = users.at("audit.test");
+  EXPECT_THAT(audit.publish,
+              ElementsAre("chq.evt.audit.>", "chq.ctl.crypto.sign", "chq.ctl.crypto.directory"));
+  EXPECT_THAT(audit.subscribe, ElementsAre("chq.ctl.audit.> chq.audit", "_INBOX._audit.test.>",
+                                           "chq.evt.crypto.>"));
+  EXPECT_TRUE(audit.allow_responses);
+  EXPECT_THAT(users.at("catalog.prod").subscribe,
+              ElementsAre("chq.ctl.catalog.> chq.catalog", "_INBOX._catalog.prod.>",
+                          "chq.evt.crypto.>"));
 
   // Every connection must log in; the listen address is the one asked for; no deny lists or
   // wildcard users that would widen the plan.
@@ -127,20 +163,28 @@ TEST(NatsConfigTest, EachUserGetsExactlyItsSubjects) {
   EXPECT_THAT(*text, Not(HasSubstr("deny")));
   EXPECT_THAT(*text, Not(HasSubstr("\"*\"")));
   EXPECT_THAT(*text, Not(HasSubstr("\">\"")));
-  EXPECT_THAT(*text, Not(HasSubstr("\"chq.evt")));
-  EXPECT_THAT(*text, Not(HasSubstr("\"chq.ctl")));
-  EXPECT_THAT(*text, HasSubstr("platform services (chq.ctl.* / chq.evt.*): none yet"));
+  EXPECT_THAT(*text, Not(HasSubstr("\"chq.evt.>\"")));
+  EXPECT_THAT(*text, Not(HasSubstr("\"chq.ctl.>\"")));
+  EXPECT_THAT(*text, HasSubstr("# audit.test: platform service audit in env test"));
 }
 
 TEST(NatsConfigTest, PermissionsForMatchTheSubjectPlan) {
   const NatsPermissions e = NatsPermissionsFor(NatsUserRole::kEntity, "aduana", "prod");
-  EXPECT_THAT(e.publish_allow, ElementsAre("chq.prod.req.aduana.>"));
-  EXPECT_THAT(e.subscribe_allow, ElementsAre("chq.prod.svc.aduana.>", "_INBOX.prod.aduana.>"));
+  EXPECT_THAT(e.publish_allow, ElementsAre("chq.prod.req.aduana.>", "chq.ctl.crypto.enrol",
+                                           "chq.ctl.crypto.directory", "chq.ctl.catalog.>"));
+  EXPECT_THAT(e.subscribe_allow, ElementsAre("chq.prod.svc.aduana.>", "_INBOX.prod.aduana.>",
+                                             "chq.evt.crypto.revoked"));
   EXPECT_TRUE(e.allow_responses);
   const NatsPermissions r = NatsPermissionsFor(NatsUserRole::kRouter, "ignored", "test");
-  EXPECT_THAT(r.publish_allow, ElementsAre("chq.test.svc.>", "_INBOX.test.>"));
-  EXPECT_THAT(r.subscribe_allow, ElementsAre("chq.test.req.>", "_INBOX._router.test.>"));
+  EXPECT_THAT(r.publish_allow,
+              ElementsAre("chq.test.svc.>", "_INBOX.test.>", "chq.ctl.audit.append",
+                          "chq.ctl.catalog.snapshot", "chq.ctl.catalog.events",
+                          "chq.ctl.crypto.directory"));
+  EXPECT_THAT(r.subscribe_allow, ElementsAre("chq.test.req.>", "_INBOX._router.test.>",
+                                             "chq.evt.crypto.>", "chq.evt.catalog.>"));
   EXPECT_FALSE(r.allow_responses);
+  EXPECT_EQ(NatsUserName(NatsUserRole::kService, "audit", "prod"), "audit.prod");
+  EXPECT_EQ(NatsServiceInboxPrefix("catalog", "test"), "_INBOX._catalog.test");
   EXPECT_EQ(NatsUserName(NatsUserRole::kRouter, "router", "prod"), "router.prod");
   EXPECT_EQ(NatsUserName(NatsUserRole::kEntity, "segip", "test"), "segip.test");
 }
@@ -216,6 +260,13 @@ TEST(NatsConfigTest, RefusesMalformedUsers) {
   EXPECT_THAT(refused(Entity("Sin", "test", "p"), "uppercase entity"), HasSubstr("Sin"));
   EXPECT_THAT(refused(Entity("sin", "qa", "p"), "unknown env"), HasSubstr("qa"));
   EXPECT_THAT(refused(Entity("router", "test", "p"), "entity named router"), HasSubstr("router"));
+  EXPECT_THAT(refused(Entity("crypto", "test", "p"), "entity named like a service"),
+              HasSubstr("platform service's"));
+  EXPECT_THAT(refused(Service("billing", "test", "p"), "unknown service"),
+              HasSubstr("not a platform service"));
+  EXPECT_THAT(refused({"audit.test", "p", NatsUserRole::kService, "catalog", "test"},
+                      "name not the service's"),
+              HasSubstr("catalog.test"));
   EXPECT_THAT(refused({"router.test", "p", NatsUserRole::kRouter, "r1", "test"}, "router entity"),
               HasSubstr("router"));
   EXPECT_THAT(refused(Entity("sin", "test", ""), "empty password"), HasSubstr("empty password"));
@@ -256,6 +307,20 @@ TEST(NatsConfigTest, PlansOneUserPerEntityAndEnvAndOnePerEnvsRouters) {
   EXPECT_THAT(names, ElementsAre("router.test", "segip.test", "sin.test"));
   EXPECT_EQ((*users)[0].role, NatsUserRole::kRouter);
 
+  // Services come after the routers, one user each however many keys.
+  auto with_services = Trusted();
+  with_services.push_back({"crypto", "test", NatsUserRole::kService});
+  with_services.push_back({"audit", "test", NatsUserRole::kService});
+  with_services.push_back({"audit", "test", NatsUserRole::kService});
+  auto planned = PlanNatsUsers(with_services, {"test"}, "trust.json");
+  ASSERT_TRUE(planned.ok()) << planned.status();
+  names.clear();
+  for (const NatsUser& u : *planned) names.push_back(u.name);
+  EXPECT_THAT(names,
+              ElementsAre("router.test", "audit.test", "crypto.test", "segip.test", "sin.test"));
+  EXPECT_EQ((*planned)[1].role, NatsUserRole::kService);
+  EXPECT_EQ((*planned)[1].entity, "audit");
+
   auto both = PlanNatsUsers(Trusted(), {"test", "prod"}, "trust.json");
   ASSERT_TRUE(both.ok()) << both.status();
   ASSERT_EQ(both->size(), 4u);
@@ -280,6 +345,12 @@ TEST(NatsConfigTest, RefusesAnEnvTheTrustFileDoesNotHave) {
   std::vector<NatsTrustedName> squatter = {{"router", "test", NatsUserRole::kEntity}};
   EXPECT_THAT(std::string(MessageOf(PlanNatsUsers(squatter, {"test"}, "t").status())),
               HasSubstr("routers' NATS user"));
+  std::vector<NatsTrustedName> service_squatter = {{"audit", "test", NatsUserRole::kEntity}};
+  EXPECT_THAT(std::string(MessageOf(PlanNatsUsers(service_squatter, {"test"}, "t").status())),
+              HasSubstr("platform service's NATS user"));
+  std::vector<NatsTrustedName> unknown_service = {{"billing", "test", NatsUserRole::kService}};
+  EXPECT_THAT(std::string(MessageOf(PlanNatsUsers(unknown_service, {"test"}, "t").status())),
+              HasSubstr("not a platform service"));
 }
 
 TEST(NatsConfigTest, PlannedUsersWithFreshPasswordsMakeAValidConfig) {

@@ -43,6 +43,7 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::Pair;
+using ::testing::UnorderedElementsAre;
 
 constexpr auto kBound = std::chrono::seconds(5);
 
@@ -104,7 +105,10 @@ class PermissionsTest : public ::testing::Test {
                              PlanNatsUsers({{"sin", "test", NatsUserRole::kEntity},
                                             {"segip", "test", NatsUserRole::kEntity},
                                             {"aduana", "test", NatsUserRole::kEntity},
-                                            {"router", "test", NatsUserRole::kRouter}},
+                                            {"router", "test", NatsUserRole::kRouter},
+                                            {"crypto", "test", NatsUserRole::kService},
+                                            {"audit", "test", NatsUserRole::kService},
+                                            {"catalog", "test", NatsUserRole::kService}},
                                            {"test"}, "the test's trust list"));
     NatsConfigInput input;
     input.listen = "127.0.0.1:4222";  // the test server's -p -1 overrides the port
@@ -364,6 +368,126 @@ TEST_F(PermissionsTest, TheRouterForgesNoRequestsAndStaysInItsEnv) {
   EXPECT_TRUE(DeniedPublish("router.test", "_INBOX.prod.sin.c1.1"));
   EXPECT_TRUE(DeniedPublish("router.test", "chq.evt.anything"));
   EXPECT_TRUE(DeniedSubscription("router.test", "_INBOX._router.prod.>"));
+}
+
+std::unique_ptr<Subscription> QueueSub(Bus& bus, const std::string& subject,
+                                       const std::string& queue, Received& r) {
+  auto sub = bus.QueueSubscribe(subject, queue, r.Handler());
+  EXPECT_TRUE(sub.ok()) << sub.status();
+  return sub.ok() ? *std::move(sub) : nullptr;
+}
+
+// A platform service serves its own control subjects, in its own queue group only, and answers
+// an entity's request through the response permission into that entity's inbox.
+TEST_F(PermissionsTest, AServiceServesItsControlSubjectsInItsQueueGroupAndAnswersOnce) {
+  auto crypto = As("crypto.test", /*shared_delivery_thread=*/true);
+  auto sin = As("sin.test");
+  ASSERT_TRUE(crypto && sin);
+  Received at_crypto, at_sin;
+  Bus* service = crypto.get();
+  // Its own subjects outside its queue group, and another service's: refused by the server.
+  auto spy1 = crypto->Subscribe("chq.ctl.crypto.>", at_crypto.Handler());
+  auto spy2 = crypto->QueueSubscribe("chq.ctl.audit.>", "chq.audit", at_crypto.Handler());
+  auto serve = crypto->QueueSubscribe(
+      "chq.ctl.crypto.>", "chq.crypto", [&at_crypto, service](const BusMessage& m) {
+        at_crypto.Handler()(m);
+        const std::string reply(m.reply);
+        (void)service->Publish(reply, "certificate");
+        (void)service->Publish(reply, "second answer");  // the permission covers one
+        (void)service->Publish("_INBOX.test.sin.unasked", "unsolicited");
+      });
+  ASSERT_TRUE(serve.ok()) << serve.status();
+  auto inbox = Sub(*sin, "_INBOX.test.sin.>", at_sin);
+  for (Bus* b : {crypto.get(), sin.get()}) ASSERT_TRUE(b->Flush(absl::Seconds(5)).ok());
+
+  auto router = As("router.test");
+  ASSERT_TRUE(router);
+  // Nobody else may speak for the audit service: this must not reach crypto's spy.
+  ASSERT_TRUE(router->Publish("chq.ctl.audit.append", "a trace").ok());
+  ASSERT_TRUE(router->Flush(absl::Seconds(5)).ok());
+  ASSERT_TRUE(sin->Publish("chq.ctl.crypto.enrol", "request", "_INBOX.test.sin.c1.1").ok());
+  ASSERT_TRUE(WaitFor([&] { return at_sin.Has("_INBOX.test.sin.c1.1"); }, kBound));
+  // A second request's answer follows whatever crypto sent before, on the same path.
+  ASSERT_TRUE(sin->Publish("chq.ctl.crypto.directory", "request 2", "_INBOX.test.sin.c1.2").ok());
+  ASSERT_TRUE(WaitFor([&] { return at_sin.All().size() >= 2; }, kBound));
+  EXPECT_THAT(at_sin.All(), ElementsAre(Pair("_INBOX.test.sin.c1.1", "certificate"),
+                                        Pair("_INBOX.test.sin.c1.2", "certificate")));
+  EXPECT_THAT(at_crypto.All(), ElementsAre(Pair("chq.ctl.crypto.enrol", "request"),
+                                           Pair("chq.ctl.crypto.directory", "request 2")));
+  EXPECT_TRUE(DeniedSubscription("crypto.test", "chq.ctl.crypto.>"));
+  EXPECT_TRUE(DeniedSubscription("crypto.test", "chq.ctl.audit.>"));
+  EXPECT_TRUE(DeniedPublish("crypto.test", "_INBOX.test.sin.unasked"));
+}
+
+// The router traces to audit, asks catalog and crypto, and follows their events; an entity
+// follows revocations and asks crypto and catalog; each service publishes only its own events.
+TEST_F(PermissionsTest, RoutersEntitiesAndServicesReachExactlyTheControlPlaneTheyMay) {
+  auto audit = As("audit.test");
+  auto catalog = As("catalog.test");
+  auto crypto = As("crypto.test");
+  auto router = As("router.test", /*shared_delivery_thread=*/true);
+  auto sin = As("sin.test", /*shared_delivery_thread=*/true);
+  ASSERT_TRUE(audit && catalog && crypto && router && sin);
+  Received at_audit, at_catalog, at_crypto, at_router, at_sin;
+  auto s1 = QueueSub(*audit, "chq.ctl.audit.>", "chq.audit", at_audit);
+  auto s2 = QueueSub(*catalog, "chq.ctl.catalog.>", "chq.catalog", at_catalog);
+  auto s3 = QueueSub(*crypto, "chq.ctl.crypto.>", "chq.crypto", at_crypto);
+  auto s4 = Sub(*router, "chq.evt.crypto.>", at_router);
+  auto s5 = Sub(*router, "chq.evt.catalog.>", at_router);
+  auto s6 = Sub(*sin, "chq.evt.crypto.revoked", at_sin);
+  // sin may not read the catalog's events nor crypto's others; the router not audit's.
+  auto spy1 = sin->Subscribe("chq.evt.catalog.>", at_sin.Handler());
+  auto spy2 = sin->Subscribe("chq.evt.crypto.>", at_sin.Handler());
+  auto spy3 = router->Subscribe("chq.evt.audit.>", at_router.Handler());
+  for (Bus* b : {audit.get(), catalog.get(), crypto.get(), router.get(), sin.get()}) {
+    ASSERT_TRUE(b->Flush(absl::Seconds(5)).ok());
+  }
+
+  // Allowed.
+  ASSERT_TRUE(router->Publish("chq.ctl.audit.append", "trace").ok());
+  ASSERT_TRUE(router->Publish("chq.ctl.catalog.snapshot", "grants?").ok());
+  ASSERT_TRUE(router->Publish("chq.ctl.crypto.directory", "certs?").ok());
+  ASSERT_TRUE(sin->Publish("chq.ctl.catalog.request_access", "please").ok());
+  ASSERT_TRUE(audit->Publish("chq.ctl.crypto.sign", "checkpoint").ok());
+  // Refused: sin revoking or tracing, the router revoking or editing the catalog, a service
+  // forging another's events or calling a third service's control subjects.
+  ASSERT_TRUE(sin->Publish("chq.ctl.crypto.revoke", "revoke segip").ok());
+  ASSERT_TRUE(sin->Publish("chq.ctl.audit.append", "forged trace").ok());
+  ASSERT_TRUE(router->Publish("chq.ctl.crypto.revoke", "revoke").ok());
+  ASSERT_TRUE(router->Publish("chq.ctl.catalog.approve", "grant").ok());
+  ASSERT_TRUE(audit->Publish("chq.evt.crypto.revoked", "forged list").ok());
+  ASSERT_TRUE(audit->Publish("chq.ctl.catalog.snapshot", "not audit's").ok());
+  for (Bus* b : {audit.get(), router.get(), sin.get()}) ASSERT_TRUE(b->Flush(absl::Seconds(5)).ok());
+  // Events last: what reaches router and sin after them would have come first.
+  ASSERT_TRUE(crypto->Publish("chq.evt.crypto.revoked", "list v2").ok());
+  ASSERT_TRUE(catalog->Publish("chq.evt.catalog.grants", "grants changed").ok());
+  ASSERT_TRUE(audit->Publish("chq.evt.audit.checkpoint", "head").ok());
+
+  ASSERT_TRUE(WaitFor([&] { return at_router.Has("chq.evt.catalog.grants"); }, kBound));
+  ASSERT_TRUE(WaitFor([&] { return at_sin.Has("chq.evt.crypto.revoked"); }, kBound));
+  ASSERT_TRUE(WaitFor([&] { return at_crypto.All().size() >= 2; }, kBound));
+  EXPECT_THAT(at_audit.All(), ElementsAre(Pair("chq.ctl.audit.append", "trace")));
+  // From several connections: their order among themselves is not NATS's to keep.
+  ASSERT_TRUE(WaitFor([&] { return at_catalog.All().size() >= 2; }, kBound));
+  ASSERT_TRUE(WaitFor([&] { return at_router.Has("chq.evt.crypto.revoked"); }, kBound));
+  EXPECT_THAT(at_catalog.All(),
+              UnorderedElementsAre(Pair("chq.ctl.catalog.snapshot", "grants?"),
+                                   Pair("chq.ctl.catalog.request_access", "please")));
+  EXPECT_THAT(at_crypto.All(), UnorderedElementsAre(Pair("chq.ctl.crypto.directory", "certs?"),
+                                                    Pair("chq.ctl.crypto.sign", "checkpoint")));
+  EXPECT_THAT(at_router.All(),
+              UnorderedElementsAre(Pair("chq.evt.crypto.revoked", "list v2"),
+                                   Pair("chq.evt.catalog.grants", "grants changed")));
+  EXPECT_THAT(at_sin.All(), ElementsAre(Pair("chq.evt.crypto.revoked", "list v2")));
+  EXPECT_TRUE(DeniedPublish("sin.test", "chq.ctl.crypto.revoke"));
+  EXPECT_TRUE(DeniedPublish("sin.test", "chq.ctl.audit.append"));
+  EXPECT_TRUE(DeniedPublish("router.test", "chq.ctl.crypto.revoke"));
+  EXPECT_TRUE(DeniedPublish("router.test", "chq.ctl.catalog.approve"));
+  EXPECT_TRUE(DeniedPublish("audit.test", "chq.evt.crypto.revoked"));
+  EXPECT_TRUE(DeniedPublish("audit.test", "chq.ctl.catalog.snapshot"));
+  EXPECT_TRUE(DeniedSubscription("sin.test", "chq.evt.catalog.>"));
+  EXPECT_TRUE(DeniedSubscription("sin.test", "chq.evt.crypto.>"));
+  EXPECT_TRUE(DeniedSubscription("router.test", "chq.evt.audit.>"));
 }
 
 // The whole path (consumer SDK -> router -> provider SDK and back) under the generated

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "chasqui/v1/crypto.pb.h"
 #include "common/core/status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -159,7 +160,8 @@ TEST_F(IdentityTest, LoadErrorNamesTheField) {
   ExpectLoadError([](json& j) { j["entity"] = "se.gip"; }, "entity");
   ExpectLoadError([](json& j) { j.erase("entity"); }, "entity");
   ExpectLoadError([](json& j) { j["env"] = "dev"; }, "env", "\"test\" or \"prod\"");
-  ExpectLoadError([](json& j) { j["role"] = "admin"; }, "role", "\"entity\" or \"router\"");
+  ExpectLoadError([](json& j) { j["role"] = "admin"; }, "role",
+                  "\"entity\", \"router\", \"catalog\"");
   ExpectLoadError([](json& j) { j["sign_pk"] = ToBase64(std::string(31, 'k')); }, "sign_pk",
                   "base64 of 32 bytes");
   ExpectLoadError([](json& j) { j["sign_pk"] = ToBase64(std::string(33, 'k')); }, "sign_pk");
@@ -331,6 +333,108 @@ TEST_F(IdentityTest, LoadRefusesAKeyFileOthersCanRead) {
   EXPECT_EQ(loaded.status().code(), absl::StatusCode::kPermissionDenied);
   EXPECT_THAT(std::string(loaded.status().message()),
               AllOf(HasSubstr(key_path_), HasSubstr("mode 644"), HasSubstr("chmod 600")));
+}
+
+// Every role the crypto service certifies has a key file; people's have no kx key at all.
+TEST_F(IdentityTest, EveryCertificateRoleRoundTripsAndPeopleHaveNoKxKey) {
+  for (const char* name :
+       {"entity", "router", "catalog", "crypto", "quota", "audit", "mae", "manager", "operator"}) {
+    auto role = ParseRole(name);
+    ASSERT_TRUE(role.ok()) << name;
+    EXPECT_EQ(RoleName(*role), name);
+    const Identity id = GenerateIdentity("segip", "test", *role);
+    const std::string path = dir_.File(std::string(name) + ".key");
+    ASSERT_TRUE(WriteIdentity(path, id).ok()) << name;
+    const std::string text = ReadAll(path);
+    EXPECT_EQ(text.find("kx_") == std::string::npos, IsPersonRole(*role)) << name << text;
+    auto loaded = LoadIdentity(path);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    EXPECT_EQ(loaded->pub.role, *role);
+    EXPECT_EQ(loaded->pub.has_kx, !IsPersonRole(*role));
+    EXPECT_EQ(loaded->pub.sign_pk, id.pub.sign_pk);
+    auto pub = ParsePublicIdentity(PublicIdentityJson(id.pub), "pub");
+    ASSERT_TRUE(pub.ok()) << pub.status();
+    EXPECT_EQ(pub->has_kx, !IsPersonRole(*role));
+  }
+  EXPECT_EQ(ParseRole("admin").status().code(), absl::StatusCode::kInvalidArgument);
+  // A person's public entry that carries a kx key is refused: it could be used to seal.
+  const Identity mae = GenerateIdentity("segip", "test", Role::kMae);
+  json j = json::parse(PublicIdentityJson(mae.pub));
+  j["kx_pk"] = ToBase64(std::string(32, 'k'));
+  auto refused = ParsePublicIdentity(j.dump(), "mae.pub");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(MessageOf(refused.status())), HasSubstr("kx_pk"));
+}
+
+// The certificate `chasqui enrol` wrote, with the given body; unsigned (LoadIdentity(key,
+// cert) checks only that it belongs to the key).
+std::string CertificateFile(chasqui::testing::TempDir& dir, const v1::CertificateBody& body) {
+  v1::Certificate c;
+  c.set_body(body.SerializeAsString());
+  c.set_signature(std::string(64, 's'));
+  const std::string path = dir.File("k.cert");
+  std::remove(path.c_str());
+  std::ofstream(path, std::ios::binary) << c.SerializeAsString();
+  return path;
+}
+
+v1::CertificateBody BodyFor(const PublicIdentity& p, uint64_t serial) {
+  v1::CertificateBody b;
+  b.set_serial(serial);
+  b.set_subject(p.entity);
+  b.set_kind(v1::CERTIFICATE_KIND_ENTITY_GATEWAY);
+  b.set_role(v1::CERTIFICATE_ROLE_ENTITY);
+  b.set_entity(p.entity);
+  b.set_env(p.env);
+  b.set_sign_pk(std::string(AsView(p.sign_pk)));
+  b.set_kx_pk(std::string(AsView(p.kx_pk)));
+  b.set_issuer_key_id("0011223344556677");
+  return b;
+}
+
+TEST_F(IdentityTest, TheCertificatesSerialReplacesTheKeyFilesOwn) {
+  const std::string cert = CertificateFile(dir_, BodyFor(identity_.pub, 4242));
+  auto loaded = LoadIdentity(key_path_, cert);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->pub.serial, 4242u);
+  EXPECT_NE(identity_.pub.serial, 4242u);
+  EXPECT_EQ(loaded->pub.sign_pk, identity_.pub.sign_pk);
+}
+
+TEST_F(IdentityTest, ACertificateOfAnotherKeyIsRefusedNamingBothFilesAndTheField) {
+  const Identity other = GenerateIdentity("segip", "test", Role::kEntity);
+  auto expect_refused = [&](const v1::CertificateBody& body, const std::string& field) {
+    const std::string cert = CertificateFile(dir_, body);
+    auto loaded = LoadIdentity(key_path_, cert);
+    ASSERT_FALSE(loaded.ok()) << field;
+    EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(MessageOf(loaded.status())),
+                AllOf(HasSubstr(cert), HasSubstr("does not belong to key file " + key_path_),
+                      HasSubstr("its " + field + " is")));
+  };
+  v1::CertificateBody b = BodyFor(identity_.pub, 7);
+  b.set_sign_pk(std::string(AsView(other.pub.sign_pk)));
+  expect_refused(b, "sign_pk");
+  b = BodyFor(identity_.pub, 7);
+  b.set_kx_pk(std::string(AsView(other.pub.kx_pk)));
+  expect_refused(b, "kx_pk");
+  b = BodyFor(identity_.pub, 7);
+  b.set_entity("sin");
+  expect_refused(b, "entity");
+  b = BodyFor(identity_.pub, 7);
+  b.set_env("prod");
+  expect_refused(b, "env");
+  b = BodyFor(identity_.pub, 7);
+  b.set_role(v1::CERTIFICATE_ROLE_ROUTER);
+  expect_refused(b, "role");
+
+  const std::string garbage = dir_.File("garbage.cert");
+  std::ofstream(garbage) << "not a certificate";
+  auto bad = LoadIdentity(key_path_, garbage);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(MessageOf(bad.status())), HasSubstr(garbage));
+  EXPECT_FALSE(LoadIdentity(key_path_, dir_.File("missing.cert")).ok());
 }
 
 }  // namespace

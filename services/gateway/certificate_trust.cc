@@ -1,0 +1,372 @@
+#include "services/gateway/certificate_trust.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "common/core/files.h"
+#include "common/core/log.h"
+#include "common/core/status.h"
+#include "common/bus/nats_config.h"
+#include "common/envelope/subjects.h"
+#include "common/trust/requests.h"
+#include "fmt/format.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+
+namespace chasqui {
+namespace {
+
+constexpr char kRouterEntity[] = "router";
+// Bounds the memory of fetch times under a flood of made-up serials.
+constexpr size_t kMaxRememberedFetches = 10'000;
+
+}  // namespace
+
+absl::StatusOr<CertifiedIdentity> LoadCertifiedIdentity(const std::string& key_path,
+                                                        const std::string& cert_path,
+                                                        const TrustAnchors& anchors,
+                                                        int64_t now_ms) {
+  CHASQUI_ASSIGN_OR_RETURN(Identity identity, LoadIdentity(key_path, cert_path));
+  CHASQUI_ASSIGN_OR_RETURN(std::string bytes,
+                           ReadFileToString(cert_path, "certificate file"));
+  auto verified = VerifyCertificate(bytes, anchors, identity.pub.env, now_ms);
+  if (!verified.ok()) {
+    return absl::Status(verified.status().code(),
+                        fmt::format("certificate file {}: {}", cert_path,
+                                    MessageOf(verified.status())));
+  }
+  return CertifiedIdentity{std::move(identity), *std::move(verified)};
+}
+
+std::string CryptoInboxPrefix(const PublicIdentity& who) {
+  const std::string id = ToHex(RandomString(8));
+  if (who.role == Role::kRouter) return RouterInboxPrefix(who.env, id);
+  if (IsServiceRole(who.role)) {
+    return fmt::format("{}.{}", NatsServiceInboxPrefix(RoleName(who.role), who.env), id);
+  }
+  return fmt::format("{}.{}", EntityInboxPrefix(who.env, who.entity), id);
+}
+
+absl::StatusOr<VerifiedCertificate> EnrolIdentity(Bus* bus, const std::string& inbox_prefix,
+                                                  const Identity& identity,
+                                                  const std::string& token,
+                                                  const std::string& subject,
+                                                  const TrustAnchors& anchors,
+                                                  absl::Duration timeout, const Clock& clock) {
+  const PublicIdentity& pub = identity.pub;
+  const bool person = IsPersonRole(pub.role);
+  if (person && subject.empty()) {
+    return absl::InvalidArgumentError(fmt::format(
+        "a {} enrols with a subject: the person's id, as on the enrolment token",
+        RoleName(pub.role)));
+  }
+  CHASQUI_ASSIGN_OR_RETURN(v1::CertificateRole role, ParseCertificateRole(RoleName(pub.role)));
+  v1::EnrolmentRequestBody body;
+  body.set_subject(subject.empty() ? pub.entity : subject);
+  body.set_role(role);
+  body.set_entity(pub.entity);
+  body.set_env(pub.env);
+  body.set_sign_pk(std::string(AsView(pub.sign_pk)));
+  if (pub.has_kx) body.set_kx_pk(std::string(AsView(pub.kx_pk)));
+  body.set_token(token);
+  body.set_sent_at_ms(clock.NowUnixMillis());
+  const v1::EnrolmentRequest request = MakeEnrolmentRequest(body, identity.sign);
+  body.set_token(std::string(body.token().size(), '\0'));  // no copy of the token lingers
+
+  CHASQUI_ASSIGN_OR_RETURN(std::unique_ptr<CryptoClient> client,
+                           CryptoClient::Create(bus, inbox_prefix, timeout));
+  CHASQUI_ASSIGN_OR_RETURN(v1::EnrolmentReply reply, client->Enrol(request));
+  CHASQUI_ASSIGN_OR_RETURN(VerifiedCertificate cert,
+                           VerifyCertificate(reply.certificate(), anchors, pub.env,
+                                             clock.NowUnixMillis()));
+  auto differs = [&](std::string_view field) {
+    return absl::UnauthenticatedError(fmt::format(
+        "the crypto service answered with certificate {} whose {} is not what was asked: "
+        "refusing it",
+        cert.serial, field));
+  };
+  if (cert.sign_pk != pub.sign_pk) return differs("sign_pk");
+  if (cert.has_kx != pub.has_kx || (pub.has_kx && cert.kx_pk != pub.kx_pk)) {
+    return differs("kx_pk");
+  }
+  if (cert.entity != pub.entity) return differs("entity");
+  if (cert.role != role) return differs("role");
+  if (cert.subject != body.subject()) return differs("subject");
+  CHQ_LOG_INFO("enrolled: certificate {} for {} ({} {}, {}), transparency log entry {}",
+               cert.serial, cert.subject, RoleName(pub.role), pub.entity, pub.env,
+               reply.log_sequence());
+  return cert;
+}
+
+CertificateTrust::CertificateTrust(TrustAnchors anchors, CertificateTrustOptions options,
+                                   const Clock& clock)
+    : options_(std::move(options)),
+      clock_(clock),
+      directory_(options_.env, std::move(anchors)),
+      own_serials_(options_.own_serials.begin(), options_.own_serials.end()),
+      store_(std::make_shared<const TrustStore>(TrustStore::FromIdentities({}, options_.env))) {}
+
+absl::StatusOr<std::unique_ptr<CertificateTrust>> CertificateTrust::Start(
+    Bus* bus, TrustAnchors anchors, CertificateTrustOptions options,
+    std::shared_ptr<prometheus::Registry> registry, const Clock& clock) {
+  if (bus == nullptr) return absl::InvalidArgumentError("certificate trust: no bus");
+  std::unique_ptr<CertificateTrust> t(
+      new CertificateTrust(std::move(anchors), std::move(options), clock));
+  const int64_t now = clock.NowUnixMillis();
+  CHASQUI_ASSIGN_OR_RETURN(VerifiedCertificate own,
+                           VerifyCertificate(t->options_.own_certificate,
+                                             t->directory_.anchors(), t->options_.env, now));
+  if (own.role != v1::CERTIFICATE_ROLE_ENTITY || own.entity != t->options_.entity) {
+    return absl::InvalidArgumentError(fmt::format(
+        "certificate {} is a {} certificate of {}; this gateway needs an entity (gateway) "
+        "certificate of {}",
+        own.serial, CertificateRoleName(own.role), own.entity, t->options_.entity));
+  }
+  t->own_serials_.insert(own.serial);
+  t->own_serial_ = own.serial;
+  CHASQUI_RETURN_IF_ERROR(t->directory_.AddCertificates({t->options_.own_certificate}, now));
+
+  t->registry_ = registry != nullptr ? std::move(registry)
+                                     : std::make_shared<prometheus::Registry>();
+  const prometheus::Labels labels = {{"env", t->options_.env}, {"entity", t->options_.entity}};
+  t->unrequested_counter_ =
+      &prometheus::BuildCounter()
+           .Name("chasqui_gateway_unrequested_certificates_total")
+           .Help("Gateway certificates in this entity's name that this gateway did not request "
+                 "(each counted once): someone may be impersonating the entity")
+           .Register(*t->registry_)
+           .Add(labels);
+  t->version_gauge_ = &prometheus::BuildGauge()
+                           .Name("chasqui_gateway_revocation_list_version")
+                           .Help("Version of the revocation list held (0: none yet)")
+                           .Register(*t->registry_)
+                           .Add(labels);
+  t->valid_until_gauge_ =
+      &prometheus::BuildGauge()
+           .Name("chasqui_gateway_revocation_list_valid_until_seconds")
+           .Help("Unix time after which the held revocation list is stale and the gateway "
+                 "refuses traffic")
+           .Register(*t->registry_)
+           .Add(labels);
+
+  std::string inbox = t->options_.inbox_prefix;
+  if (inbox.empty()) {
+    PublicIdentity who;
+    who.entity = t->options_.entity;
+    who.env = t->options_.env;
+    inbox = CryptoInboxPrefix(who);
+  }
+  CHASQUI_ASSIGN_OR_RETURN(t->client_,
+                           CryptoClient::Create(bus, inbox, t->options_.crypto_timeout));
+  CertificateTrust* raw = t.get();
+  CHASQUI_ASSIGN_OR_RETURN(
+      t->revocations_, bus->Subscribe(kRevokedEventSubject, [raw](const BusMessage& msg) {
+        raw->OnRevocationList(msg.data);
+      }));
+  if (absl::Status s = t->Refresh(); !s.ok()) {
+    CHQ_LOG_WARN("certificate trust {} {}: first refresh incomplete (retrying every {} s): {}",
+                 t->options_.entity, t->options_.env, absl::ToInt64Seconds(t->options_.refresh),
+                 MessageOf(s));
+  }
+  t->refresher_ = std::thread([raw] { raw->RefreshLoop(); });
+  CHQ_LOG_INFO("certificate trust {} {}: own certificate {}, {} roots pinned, {} certificates, "
+               "revocation list version {}",
+               t->options_.entity, t->options_.env, own.serial,
+               t->directory_.anchors().anchors().size(), t->directory_.size(),
+               t->directory_.revocation_version());
+  return t;
+}
+
+CertificateTrust::~CertificateTrust() {
+  stop_.Notify();
+  if (refresher_.joinable()) refresher_.join();
+  revocations_.reset();  // waits for a handler in progress
+  client_.reset();
+}
+
+absl::StatusOr<std::shared_ptr<const TrustStore>> CertificateTrust::Current() const {
+  const int64_t valid_until = valid_until_ms_.load(std::memory_order_acquire);
+  if (valid_until == 0) {
+    return absl::UnavailableError(fmt::format(
+        "no revocation list for {} yet: refusing traffic until one arrives from the crypto "
+        "service",
+        options_.env));
+  }
+  const int64_t now = clock_.NowUnixMillis();
+  if (now > valid_until) {
+    return absl::UnavailableError(fmt::format(
+        "the revocation list for {} (version {}) is stale: valid until {}, now {}; refusing "
+        "traffic until a fresh list arrives from the crypto service",
+        options_.env, applied_version_.load(), valid_until, now));
+  }
+  absl::MutexLock lock(&mu_);
+  return store_;
+}
+
+void CertificateTrust::Rebuild() {
+  const int64_t now = clock_.NowUnixMillis();
+  auto store = directory_.BuildTrustStore(now);
+  const uint64_t version = directory_.revocation_version();
+  const int64_t valid_until = directory_.revocation_valid_until_ms();
+  if (store.ok()) {
+    auto next = std::make_shared<const TrustStore>(*std::move(store));
+    absl::MutexLock lock(&mu_);
+    store_ = std::move(next);
+  }
+  // Published after the store, so a reader that sees the new list also sees its store.
+  applied_version_.store(version);
+  valid_until_ms_.store(valid_until, std::memory_order_release);
+  if (version_gauge_ != nullptr) {
+    version_gauge_->Set(static_cast<double>(version));
+    valid_until_gauge_->Set(static_cast<double>(valid_until) / 1000.0);
+  }
+}
+
+void CertificateTrust::OnRevocationList(std::string_view signed_list) {
+  const uint64_t before = directory_.revocation_version();
+  absl::Status s = directory_.ApplyRevocationList(signed_list, clock_.NowUnixMillis());
+  if (absl::IsPermissionDenied(s)) return;  // another environment's list
+  if (!s.ok()) {
+    CHQ_LOG_WARN("revocation list event refused: {}", MessageOf(s));
+    return;
+  }
+  Rebuild();
+  if (directory_.revocation_version() != before) {
+    CHQ_LOG_INFO("revocation list {} version {} applied (valid until {})", options_.env,
+                 directory_.revocation_version(), directory_.revocation_valid_until_ms());
+  }
+}
+
+void CertificateTrust::AddFromReply(const v1::DirectoryReply& reply) {
+  std::vector<std::string> certs;
+  certs.reserve(reply.certificates_size());
+  for (const v1::Certificate& c : reply.certificates()) certs.push_back(c.SerializeAsString());
+  // Each one is verified; a bad one is logged and the good ones are kept.
+  if (absl::Status s = directory_.AddCertificates(certs, clock_.NowUnixMillis()); !s.ok()) {
+    CHQ_LOG_WARN("directory answer: a certificate was refused: {}", MessageOf(s));
+  }
+}
+
+absl::Status CertificateTrust::FetchCertificates(v1::DirectoryRequest request) {
+  request.set_env(options_.env);
+  CHASQUI_ASSIGN_OR_RETURN(v1::DirectoryReply reply, client_->Directory(request));
+  AddFromReply(reply);
+  return absl::OkStatus();
+}
+
+bool CertificateTrust::FetchDue(const std::string& key) {
+  const int64_t now = clock_.NowMonoNanos();
+  if (last_fetch_ns_.size() > kMaxRememberedFetches) last_fetch_ns_.clear();
+  auto [it, fresh] = last_fetch_ns_.try_emplace(key, now);
+  if (fresh) return true;
+  if (now - it->second < absl::ToInt64Nanoseconds(options_.fetch_backoff)) return false;
+  it->second = now;
+  return true;
+}
+
+absl::StatusOr<std::shared_ptr<const TrustStore>> CertificateTrust::FetchEntity(
+    std::string_view entity) {
+  CHASQUI_RETURN_IF_ERROR(Current().status());
+  {
+    absl::MutexLock lock(&fetch_mu_);
+    if (FetchDue(fmt::format("entity/{}", entity))) {
+      v1::DirectoryRequest req;
+      req.set_entity(std::string(entity));
+      if (absl::Status s = FetchCertificates(std::move(req)); !s.ok()) {
+        CHQ_LOG_WARN("fetching the certificates of {} failed: {}", entity, MessageOf(s));
+      } else {
+        Rebuild();
+      }
+    }
+  }
+  if (entity == options_.entity) CheckOwnEntity();
+  return Current();
+}
+
+absl::StatusOr<std::shared_ptr<const TrustStore>> CertificateTrust::FetchSerial(uint64_t serial) {
+  auto found = directory_.Lookup(serial, clock_.NowUnixMillis());
+  if (absl::IsNotFound(found.status())) {
+    absl::MutexLock lock(&fetch_mu_);
+    if (FetchDue(fmt::format("serial/{}", serial))) {
+      v1::DirectoryRequest req;
+      req.add_serials(serial);
+      if (absl::Status s = FetchCertificates(std::move(req)); !s.ok()) {
+        CHQ_LOG_WARN("fetching certificate {} failed: {}", serial, MessageOf(s));
+      } else {
+        Rebuild();
+      }
+    }
+    found = directory_.Lookup(serial, clock_.NowUnixMillis());
+  }
+  CHASQUI_RETURN_IF_ERROR(found.status());
+  return Current();
+}
+
+void CertificateTrust::CheckOwnEntity() {
+  auto certs = directory_.ByEntity(options_.entity, clock_.NowUnixMillis());
+  if (!certs.ok()) return;  // not fresh: nothing is trusted anyway
+  for (const auto& c : *certs) {
+    if (own_serials_.contains(c->serial)) continue;
+    {
+      absl::MutexLock lock(&warned_mu_);
+      if (!reported_.insert(c->serial).second) continue;
+    }
+    if (c->role == v1::CERTIFICATE_ROLE_ENTITY) {
+      ++unrequested_;
+      unrequested_counter_->Increment();
+      CHQ_LOG_ERROR(
+          "UNREQUESTED CERTIFICATE: the directory holds gateway certificate {} in {}'s name "
+          "({}, valid {}..{}, root {}) that this gateway did not request (its own is {}); if "
+          "nobody at {} enrolled it, have the operator revoke it now and find out who used the "
+          "enrolment token",
+          c->serial, options_.entity, options_.env, c->not_before_ms, c->not_after_ms,
+          c->issuer_key_id, own_serial_, options_.entity);
+    } else {
+      CHQ_LOG_INFO("certificate {} of {} ({} {}) seen in the directory", c->serial,
+                   options_.entity, CertificateRoleName(c->role), c->subject);
+    }
+  }
+}
+
+absl::Status CertificateTrust::Refresh() {
+  absl::Status first = CatchUpRevocations(*client_, directory_, clock_);
+  if (!first.ok() && !absl::IsFailedPrecondition(first)) {
+    CHQ_LOG_WARN("catching up on revocations for {} failed: {}", options_.env, MessageOf(first));
+  } else {
+    first = absl::OkStatus();  // an older list than the one held is no failure
+  }
+  for (const char* entity : {kRouterEntity, options_.entity.c_str()}) {
+    v1::DirectoryRequest req;
+    req.set_entity(entity);
+    absl::Status s;
+    {
+      absl::MutexLock lock(&fetch_mu_);
+      s = FetchCertificates(std::move(req));
+    }
+    if (!s.ok() && first.ok()) first = s;
+  }
+  Rebuild();
+  CheckOwnEntity();
+  return first;
+}
+
+void CertificateTrust::RefreshLoop() {
+  for (;;) {
+    // Sooner when the held list nears its valid_until, so a missed event is caught up before
+    // the list goes stale.
+    absl::Duration wait = options_.refresh;
+    const int64_t valid_until = valid_until_ms_.load();
+    if (valid_until > 0) {
+      const int64_t left_ms = valid_until - clock_.NowUnixMillis();
+      // Once stale, every 5 s at most: often enough to recover soon, rarely enough not to
+      // flood the log with one failed catch-up a second.
+      wait = left_ms > 0
+                 ? std::min(wait, std::max(absl::Seconds(1), absl::Milliseconds(left_ms / 2)))
+                 : std::min(wait, absl::Seconds(5));
+    }
+    if (stop_.WaitForNotificationWithTimeout(wait)) return;
+    (void)Refresh();
+  }
+}
+
+}  // namespace chasqui

@@ -1,0 +1,175 @@
+#pragma once
+// A gateway's trust on certificates (DESIGN.md, "Trust"): instead of a trust file, the pinned
+// roots (`roots.json` from `chasqui-crypto init`) and the crypto service's directory. Everything
+// fetched is verified against the roots here (CertificateDirectory); nothing is taken on the
+// crypto service's word.
+//
+//   - Revocations: every list published on chq.evt.crypto.revoked is applied at once, and the
+//     current list is fetched at start and on every refresh (a gateway that missed events
+//     catches up). Each new list rebuilds the snapshot, so a revoked consumer is refused from
+//     the next request on.
+//   - Fail closed: before any list arrives, and once the held list is past its valid_until,
+//     Current() is Unavailable ("the revocation list ... is stale"): the gateway's /readyz is
+//     503 and every call in both directions is answered UNAVAILABLE.
+//   - Peers on demand: a provider not called yet (FetchEntity) or a certificate serial not seen
+//     yet (FetchSerial) is asked of the directory at most once per `fetch_backoff` per name, so
+//     a flood of unknown serials costs one directory request each per backoff at most. The
+//     routers' certificates are fetched at start and on every refresh.
+//   - Transparency: on every refresh the gateway asks for every certificate in its own
+//     entity's name; a gateway certificate (role entity) whose serial is neither its own nor
+//     one of `own_serials` is logged once (one ERROR line) and counted in
+//     chasqui_gateway_unrequested_certificates_total. People's certificates in its name (MAE,
+//     managers) are logged once at INFO: the gateway cannot know who requested those.
+//
+// Snapshots are swapped whole under a short lock (TrustSource in sdk.h); a request keeps the
+// snapshot it started with. Thread-safe. Expired certificates leave the snapshot at the next
+// rebuild (a refresh or a new list), at most `refresh` late.
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "common/bus/bus.h"
+#include "common/core/clock.h"
+#include "common/envelope/identity.h"
+#include "common/trust/anchors.h"
+#include "common/trust/certificate.h"
+#include "common/trust/crypto_client.h"
+#include "common/trust/directory.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+#include "services/gateway/sdk.h"
+
+namespace chasqui {
+
+// A key file bound to its certificate, the certificate verified against `anchors` for the
+// key's env at `now_ms`. Errors name the file: LoadIdentity(key, cert)'s (the certificate
+// does not belong to the key: InvalidArgument), then VerifyCertificate's (NotFound: root not
+// pinned; Unauthenticated: forged; FailedPrecondition: expired or not yet valid).
+struct CertifiedIdentity {
+  Identity identity;
+  VerifiedCertificate certificate;
+};
+absl::StatusOr<CertifiedIdentity> LoadCertifiedIdentity(const std::string& key_path,
+                                                        const std::string& cert_path,
+                                                        const TrustAnchors& anchors,
+                                                        int64_t now_ms);
+
+// Enrolment (`chasqui enrol`): asks the crypto service to certify `identity`'s public keys,
+// with the request signed by its own sign key (proof of possession) and the operator's one-time
+// `token` (proof of who it is). `subject` is the person's id for people; empty means the entity.
+// The certificate that comes back is verified against `anchors` and must state exactly what
+// was asked (keys, entity, role, env, subject): otherwise Unauthenticated or
+// FailedPrecondition naming the field; nothing is taken on the service's word. The crypto
+// service's refusals come back with its code (Unauthenticated: unknown token; PermissionDenied:
+// token used, expired or for someone else). The private keys never leave `identity`.
+// Replies come to `inbox_prefix` (see the NATS users in common/bus/nats_config.h).
+absl::StatusOr<VerifiedCertificate> EnrolIdentity(Bus* bus, const std::string& inbox_prefix,
+                                                  const Identity& identity,
+                                                  const std::string& token,
+                                                  const std::string& subject,
+                                                  const TrustAnchors& anchors,
+                                                  absl::Duration timeout, const Clock& clock);
+
+// Where the replies to a process of `role` come, by its NATS user's permissions: an entity's
+// (or a person's, acting through its entity's user) `_INBOX.<env>.<entity>.<random>`, a
+// router's `_INBOX._router.<env>.<random>`, a service's `_INBOX._<service>.<env>.<random>`.
+std::string CryptoInboxPrefix(const PublicIdentity& who);
+
+struct CertificateTrustOptions {
+  // This gateway's entity and certificate (its serial is what it signs with).
+  std::string entity;
+  std::string env;
+  std::string own_certificate;  // the serialized Certificate
+  // Other gateway certificates of this entity that it did request (the other key during a
+  // rotation's overlap): not reported as unrequested.
+  std::vector<uint64_t> own_serials;
+  // Catch up on revocations, refetch the routers and check the entity's own certificates.
+  absl::Duration refresh = absl::Seconds(30);
+  // The least time between two directory requests for the same unknown entity or serial.
+  absl::Duration fetch_backoff = absl::Seconds(5);
+  absl::Duration crypto_timeout = absl::Seconds(5);
+  // Replies from the crypto service come below it; empty: `_INBOX.<env>.<entity>.<random>`,
+  // which the entity's NATS user may read (common/bus/nats_config.h).
+  std::string inbox_prefix;
+};
+
+class CertificateTrust final : public TrustSource {
+ public:
+  // Verifies the own certificate (InvalidArgument if it is not this entity's gateway
+  // certificate for env, else VerifyCertificate's errors), subscribes to revocation lists,
+  // refreshes once, and starts refreshing every `options.refresh`. A crypto service that does
+  // not answer now is not an error: the trust stays Unavailable until a list arrives.
+  // `bus` and `clock` must outlive it; metrics go to `registry` (may be null).
+  static absl::StatusOr<std::unique_ptr<CertificateTrust>> Start(
+      Bus* bus, TrustAnchors anchors, CertificateTrustOptions options,
+      std::shared_ptr<prometheus::Registry> registry, const Clock& clock = SystemClock());
+  ~CertificateTrust() override;
+
+  const std::string& env() const override { return options_.env; }
+  absl::StatusOr<std::shared_ptr<const TrustStore>> Current() const override;
+  absl::StatusOr<std::shared_ptr<const TrustStore>> FetchEntity(std::string_view entity) override;
+  absl::StatusOr<std::shared_ptr<const TrustStore>> FetchSerial(uint64_t serial) override;
+
+  // What the background thread does every `refresh`: catch up on revocations, fetch the
+  // routers' and the own entity's certificates, rebuild. The first error is returned; the
+  // rest is still done.
+  absl::Status Refresh();
+
+  uint64_t revocation_version() const { return directory_.revocation_version(); }
+  uint64_t unrequested_certificates() const { return unrequested_.load(); }
+  const CertificateDirectory& directory() const { return directory_; }
+
+ private:
+  CertificateTrust(TrustAnchors anchors, CertificateTrustOptions options, const Clock& clock);
+  // Adds the certificates of a directory reply (refused ones logged, one line each).
+  void AddFromReply(const v1::DirectoryReply& reply);
+  absl::Status FetchCertificates(v1::DirectoryRequest request);
+  // True if `key` was not fetched within the backoff (and marks it fetched now).
+  bool FetchDue(const std::string& key);
+  void OnRevocationList(std::string_view signed_list);
+  void Rebuild();
+  void CheckOwnEntity();
+  void RefreshLoop();
+
+  const CertificateTrustOptions options_;
+  const Clock& clock_;
+  CertificateDirectory directory_;
+  absl::flat_hash_set<uint64_t> own_serials_;
+  uint64_t own_serial_ = 0;
+  std::unique_ptr<CryptoClient> client_;
+  std::unique_ptr<Subscription> revocations_;
+
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const TrustStore> store_ ABSL_GUARDED_BY(mu_);
+  // 0 before any list: Current() reads it without a lock on every request.
+  std::atomic<int64_t> valid_until_ms_{0};
+  std::atomic<uint64_t> applied_version_{0};
+
+  absl::Mutex fetch_mu_;  // one directory fetch at a time
+  absl::flat_hash_map<std::string, int64_t> last_fetch_ns_ ABSL_GUARDED_BY(fetch_mu_);
+  absl::Mutex warned_mu_;
+  absl::flat_hash_set<uint64_t> reported_ ABSL_GUARDED_BY(warned_mu_);
+  std::atomic<uint64_t> unrequested_{0};
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Counter* unrequested_counter_ = nullptr;
+  prometheus::Gauge* version_gauge_ = nullptr;
+  prometheus::Gauge* valid_until_gauge_ = nullptr;
+
+  absl::Notification stop_;
+  std::thread refresher_;
+};
+
+}  // namespace chasqui
