@@ -2,16 +2,17 @@
 # A whole Chasqui backbone on this machine, on loopback, with every file under one directory.
 #
 #   ./deploy/local-backbone.sh demo     install, build, start, and run the demo exchange
-#   ./deploy/local-backbone.sh up       install, build and start: nats-server, the router, segip's
-#                                       registry (deploy/demo_registry.py) behind segip's gateway,
-#                                       and sin's gateway
+#   ./deploy/local-backbone.sh up       install, build and start: nats-server, the audit service,
+#                                       the router, segip's registry (deploy/demo_registry.py)
+#                                       behind segip's gateway, and sin's gateway
 #   ./deploy/local-backbone.sh status   readiness of each part
 #   ./deploy/local-backbone.sh down     stop everything, in order
 #
 # Settings (environment): CHASQUI_DATA (default ./data), CHASQUI_NATS_PORT (4222),
 # CHASQUI_ROUTER_OPS_PORT (9101), CHASQUI_ENV (test), CHASQUI_BUILD_DIR (build),
 # CHASQUI_SIN_GATEWAY_PORT (8080), CHASQUI_SEGIP_GATEWAY_PORT (8090), CHASQUI_REGISTRY_PORT (8081),
-# CHASQUI_SIN_GATEWAY_OPS_PORT (9102), CHASQUI_SEGIP_GATEWAY_OPS_PORT (9103).
+# CHASQUI_SIN_GATEWAY_OPS_PORT (9102), CHASQUI_SEGIP_GATEWAY_OPS_PORT (9103),
+# CHASQUI_AUDIT_OPS_PORT (9104).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -30,9 +31,11 @@ SEGIP_GW_PORT=${CHASQUI_SEGIP_GATEWAY_PORT:-8090}
 REGISTRY_PORT=${CHASQUI_REGISTRY_PORT:-8081}
 SIN_OPS_PORT=${CHASQUI_SIN_GATEWAY_OPS_PORT:-9102}
 SEGIP_OPS_PORT=${CHASQUI_SEGIP_GATEWAY_OPS_PORT:-9103}
+AUDIT_OPS_PORT=${CHASQUI_AUDIT_OPS_PORT:-9104}
 CHASQUI="$BUILD_DIR/services/gateway/chasqui"
 GATEWAY="$BUILD_DIR/services/gateway/chasqui-gateway"
 ROUTER="$BUILD_DIR/services/router/chasqui-router"
+AUDIT="$BUILD_DIR/services/audit/chasqui-audit"
 KEYS="$DATA/keys"
 RUN="$DATA/run"
 LOGS="$DATA/logs"
@@ -77,6 +80,9 @@ keys() {
   done
   [ -f "$KEYS/router.$ENV_NAME.key" ] ||
     "$CHASQUI" keygen --entity router --role router --env "$ENV_NAME" --out "$KEYS" >/dev/null
+  # The audit service signs the trace's checkpoints with its own key.
+  [ -f "$KEYS/audit.$ENV_NAME.key" ] ||
+    "$CHASQUI" keygen --role audit --env "$ENV_NAME" --out "$KEYS" >/dev/null
   # mallory has keys the platform never trusted: the demo's refused request.
   [ -f "$KEYS/mallory.$ENV_NAME.key" ] ||
     "$CHASQUI" keygen --entity mallory --env "$ENV_NAME" --out "$KEYS" >/dev/null
@@ -84,14 +90,17 @@ keys() {
   if [ ! -f "$KEYS/sin-api.key" ]; then
     (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$KEYS/sin-api.key")
   fi
-  "$CHASQUI" trust --out "$DATA/trust.json" \
-    "$KEYS/segip.$ENV_NAME.pub" "$KEYS/sin.$ENV_NAME.pub" "$KEYS/router.$ENV_NAME.pub" >/dev/null
+  "$CHASQUI" trust --out "$DATA/trust.json" "$KEYS/segip.$ENV_NAME.pub" \
+    "$KEYS/sin.$ENV_NAME.pub" "$KEYS/router.$ENV_NAME.pub" "$KEYS/audit.$ENV_NAME.pub" >/dev/null
   echo "keys in $KEYS (private keys mode 0600); trust file $DATA/trust.json"
   # The bus enforces the subject plan: one nats-server user per entity and env, one for the
   # routers, each allowed only its own subjects; passwords in 0600 files, bcrypt in the config.
-  if [ ! -f "$DATA/nats.conf" ]; then
+  # A data directory from an older version lacks users for newer parts: remake them all.
+  local force=""
+  if [ -f "$DATA/nats.conf" ] && ! grep -q "audit.$ENV_NAME" "$DATA/nats.conf"; then force=--force; fi
+  if [ ! -f "$DATA/nats.conf" ] || [ -n "$force" ]; then
     "$CHASQUI" nats-config --trust "$DATA/trust.json" --env "$ENV_NAME" --out "$DATA/nats.conf" \
-      --secrets-dir "$KEYS/nats" --listen "127.0.0.1:$NATS_PORT"
+      --secrets-dir "$KEYS/nats" --listen "127.0.0.1:$NATS_PORT" $force
   fi
 }
 
@@ -109,6 +118,11 @@ up() {
   say "start"
   start nats nats-server -c "$DATA/nats.conf" -sd "$DATA/nats" -l "$LOGS/nats-server.log"
   wait_for 10 "nats-server on 127.0.0.1:$NATS_PORT" bash -c "exec 3<>/dev/tcp/127.0.0.1/$NATS_PORT"
+  # The trace first: the router relays no reply whose record is not durable.
+  # shellcheck disable=SC2046
+  start audit "$AUDIT" serve --env "$ENV_NAME" --data "$DATA/audit" \
+    --checkpoint-key "$KEYS/audit.$ENV_NAME.key" $(nats_login audit) --ops-port "$AUDIT_OPS_PORT"
+  wait_for 20 "the audit service's /readyz on port $AUDIT_OPS_PORT" curl -sf "http://127.0.0.1:$AUDIT_OPS_PORT/readyz"
   # shellcheck disable=SC2046 # nats_login's words are separate flags
   start router "$ROUTER" --env "$ENV_NAME" $(nats_login router) --key "$KEYS/router.$ENV_NAME.key" \
     --trust "$DATA/trust.json" --id local1 --ops-port "$OPS_PORT" \
@@ -126,7 +140,7 @@ up() {
   wait_for 20 "sin's gateway" curl -sf "http://127.0.0.1:$SIN_OPS_PORT/readyz"
   echo "router is unready for $((2 * WINDOW_MS / 1000)) s after a start (replay protection: it waits out the freshness window)..."
   wait_for 60 "the router's /readyz on port $OPS_PORT" curl -sf "http://127.0.0.1:$OPS_PORT/readyz"
-  echo "backbone up: nats $NATS_URL, router metrics http://127.0.0.1:$OPS_PORT/metrics"
+  echo "backbone up: nats $NATS_URL, router metrics http://127.0.0.1:$OPS_PORT/metrics, audit metrics http://127.0.0.1:$AUDIT_OPS_PORT/metrics"
   echo "sin's gateway http://127.0.0.1:$SIN_GW_PORT (API key in $KEYS/sin-api.key), segip's gateway serves persona_consulta from http://127.0.0.1:$REGISTRY_PORT"
 }
 
@@ -135,11 +149,12 @@ down() {
   stop segip
   stop registry
   stop router
+  stop audit
   stop nats
 }
 
 status() {
-  for p in nats router registry segip sin; do
+  for p in nats audit router registry segip sin; do
     if running "$p"; then echo "$p: running (pid $(cat "$RUN/$p.pid"))"; else echo "$p: stopped"; fi
   done
   echo -n "router /readyz: "
@@ -187,6 +202,10 @@ demo() {
   call mallory persona_consulta '{"ci":"4567890"}' --nats "$NATS_URL" || echo "-> refused by nats-server: mallory has no user on the bus"
   say "what the router counted (chasqui_router_requests_total)"
   curl -s "http://127.0.0.1:$OPS_PORT/metrics" | grep '^chasqui_router_requests_total' || true
+  say "what the audit service made durable before each reply was released"
+  curl -s "http://127.0.0.1:$AUDIT_OPS_PORT/metrics" |
+    grep -E '^chasqui_audit_(records_appended_total\{outcome="durable"\}|chain_length)' || true
+  echo "(stop the backbone, then: $AUDIT query --data $DATA/audit  and  $AUDIT verify --data $DATA/audit --env $ENV_NAME --trust $DATA/trust.json)"
   say "the router's log"
   tail -n 4 "$LOGS/router.log"
   echo
