@@ -15,6 +15,7 @@ PACKAGES=(
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   curl ca-certificates python3
+  tzdata
   prometheus
   wrk nginx-light
 )

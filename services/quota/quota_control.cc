@@ -1,0 +1,164 @@
+#include "services/quota/quota_control.h"
+
+#include <utility>
+
+#include "common/core/log.h"
+#include "common/core/names.h"
+#include "common/core/status.h"
+#include "common/crypto/sodium.h"
+#include "common/trust/signed_message.h"
+#include "fmt/format.h"
+#include "services/quota/quota_keys.h"
+
+namespace chasqui {
+namespace {
+
+std::string_view ActionVerb(const v1::QuotaControlBody& body) {
+  switch (body.action_case()) {
+    case v1::QuotaControlBody::kSetPolicy:
+      return "set_policy";
+    case v1::QuotaControlBody::kRequest:
+      return "request";
+    case v1::QuotaControlBody::kDecide:
+      return "decide";
+    default:
+      return "none";
+  }
+}
+
+bool IsPerson(const VerifiedCertificate& c, v1::CertificateRole role) {
+  return c.kind == v1::CERTIFICATE_KIND_PERSON && c.role == role;
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const VerifiedCertificate>> DirectorySigners::Lookup(
+    std::string_view env, uint64_t serial, int64_t now_ms) const {
+  auto it = directories_.find(std::string(env));
+  if (it == directories_.end()) {
+    return absl::InvalidArgumentError(
+        fmt::format("environment \"{}\" is not served here", Printable(env)));
+  }
+  auto found = it->second->Lookup(serial, now_ms);
+  if (absl::IsNotFound(found.status()) && fetch_) {
+    CHASQUI_RETURN_IF_ERROR(fetch_(*it->second, serial, now_ms));
+    return it->second->Lookup(serial, now_ms);
+  }
+  return found;
+}
+
+v1::ControlRequest MakeQuotaControlRequest(v1::QuotaControlBody body, std::string_view env,
+                                           uint64_t signer_serial, const SigningKey& key,
+                                           int64_t now_ms) {
+  body.set_env(std::string(env));
+  body.set_signer_serial(signer_serial);
+  body.set_sent_at_ms(now_ms);
+  body.set_nonce(RandomString(16));
+  v1::ControlRequest r;
+  r.set_body(body.SerializeAsString());
+  const SignatureBytes sig = key.Sign(SignedMessage(ControlTag(env), r.body()));
+  r.set_signature(std::string(AsView(sig)));
+  return r;
+}
+
+absl::StatusOr<QuotaControl::Checked> QuotaControl::Check(std::string_view verb,
+                                                          std::string_view request) {
+  v1::ControlRequest req;
+  Checked c;
+  if (!req.ParseFromArray(request.data(), static_cast<int>(request.size())) ||
+      !c.body.ParseFromString(req.body()) || req.signature().size() != 64) {
+    return absl::InvalidArgumentError(fmt::format(
+        "{}: not a ControlRequest carrying a QuotaControlBody and a 64-byte signature "
+        "(truncated or garbage)",
+        verb));
+  }
+  const v1::QuotaControlBody& b = c.body;
+  if (b.nonce().size() != 16) {
+    return absl::InvalidArgumentError(fmt::format("{}: nonce must be 16 bytes", verb));
+  }
+  if (signers_ == nullptr) {
+    return absl::FailedPreconditionError(fmt::format(
+        "{}: this quota service verifies no signed requests (started without --anchors)", verb));
+  }
+  const int64_t now = clock_.NowUnixMillis();
+  auto cert = signers_->Lookup(b.env(), b.signer_serial(), now);
+  if (!cert.ok()) {
+    const absl::Status& s = cert.status();
+    const std::string msg =
+        fmt::format("{}: signer certificate {}: {}", verb, b.signer_serial(), MessageOf(s));
+    if (absl::IsPermissionDenied(s) || absl::IsUnavailable(s)) {
+      return absl::Status(s.code(), ToAbsl(msg));
+    }
+    return absl::UnauthenticatedError(msg);
+  }
+  c.signer = *std::move(cert);
+  CHASQUI_ASSIGN_OR_RETURN(SignatureBytes sig, ToArray<64>(req.signature(), "signature"));
+  if (!VerifySignature(c.signer->sign_pk, SignedMessage(ControlTag(b.env()), req.body()), sig)) {
+    return absl::UnauthenticatedError(fmt::format(
+        "{}: signature does not verify with certificate {}", verb, c.signer->serial));
+  }
+  if (b.sent_at_ms() < now - options_.control_window_ms ||
+      b.sent_at_ms() > now + options_.control_window_ms) {
+    return absl::FailedPreconditionError(
+        fmt::format("{}: sent_at {} is outside the ±{} ms window around {}", verb,
+                    b.sent_at_ms(), options_.control_window_ms, now));
+  }
+  CHASQUI_RETURN_IF_ERROR(ledger_->RememberNonce(c.signer->serial, b.nonce(),
+                                                 now + 2 * options_.control_window_ms));
+  if (ActionVerb(b) != verb) {
+    return absl::InvalidArgumentError(fmt::format(
+        "{}: the request's action is {}, not {}", verb, ActionVerb(b), verb));
+  }
+  return c;
+}
+
+absl::StatusOr<v1::PolicyReply> QuotaControl::SetPolicy(std::string_view request) {
+  CHASQUI_ASSIGN_OR_RETURN(Checked c, Check("set_policy", request));
+  if (!IsPerson(*c.signer, v1::CERTIFICATE_ROLE_OPERATOR)) {
+    return absl::PermissionDeniedError(fmt::format(
+        "set_policy: signer {} has role {}; needs an operator", c.signer->serial,
+        CertificateRoleName(c.signer->role)));
+  }
+  const v1::SetPolicyAction& a = c.body.set_policy();
+  if (!a.has_policy() && !a.has_capacity()) {
+    return absl::InvalidArgumentError("set_policy: names neither a policy nor a capacity");
+  }
+  const std::string by = fmt::format("operator:{}", c.signer->serial);
+  v1::PolicyReply reply;
+  if (a.has_policy()) {
+    CHASQUI_ASSIGN_OR_RETURN(*reply.mutable_policy(), ledger_->SetPolicy(a.policy(), by));
+  }
+  if (a.has_capacity()) {
+    CHASQUI_ASSIGN_OR_RETURN(*reply.mutable_capacity(), ledger_->SetCapacity(a.capacity(), by));
+  }
+  return reply;
+}
+
+absl::StatusOr<v1::QuotaRequestRecord> QuotaControl::Request(std::string_view request) {
+  CHASQUI_ASSIGN_OR_RETURN(Checked c, Check("request", request));
+  const v1::GrantKey& grant = c.body.request().wanted().grant();
+  CHASQUI_RETURN_IF_ERROR(ValidateGrantKey(grant, "request.wanted.grant"));
+  if (!IsPerson(*c.signer, v1::CERTIFICATE_ROLE_MANAGER) || c.signer->entity != grant.consumer()) {
+    return absl::PermissionDeniedError(fmt::format(
+        "request: signer {} is a {} of {}; needs a manager of {}", c.signer->serial,
+        CertificateRoleName(c.signer->role), c.signer->entity, grant.consumer()));
+  }
+  return ledger_->AddRequest(c.body.request(), c.signer->serial, std::string(request));
+}
+
+absl::StatusOr<v1::QuotaRequestRecord> QuotaControl::Decide(std::string_view request) {
+  CHASQUI_ASSIGN_OR_RETURN(Checked c, Check("decide", request));
+  CHASQUI_ASSIGN_OR_RETURN(v1::QuotaRequestRecord r,
+                           ledger_->GetRequest(c.body.decide().request_id()));
+  const std::string& provider = r.request().wanted().grant().provider();
+  const bool manager = IsPerson(*c.signer, v1::CERTIFICATE_ROLE_MANAGER) &&
+                       c.signer->entity == provider;
+  if (!manager && !IsPerson(*c.signer, v1::CERTIFICATE_ROLE_OPERATOR)) {
+    return absl::PermissionDeniedError(fmt::format(
+        "decide: signer {} is a {} of {}; needs a manager of {}", c.signer->serial,
+        CertificateRoleName(c.signer->role), c.signer->entity, provider));
+  }
+  return ledger_->Decide(c.body.decide(), c.signer->serial, std::string(request));
+}
+
+}  // namespace chasqui
