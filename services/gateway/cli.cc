@@ -9,6 +9,7 @@
 //   chasqui nats-config [--trust T] [--entity E ...] [--router] [--service S ...]
 //                   --env test [--env prod] --out nats.conf --secrets-dir DIR
 //                   [--listen 127.0.0.1:4222] [--force]   (the operator's nats-server users)
+//   chasqui top     [--router http://127.0.0.1:9101 ...] [--interval 2] [--once] [--json]
 
 #include <fcntl.h>
 #include <string.h>
@@ -28,6 +29,7 @@
 #include "common/bus/bus.h"
 #include "common/bus/nats_config.h"
 #include "common/core/files.h"
+#include "services/top/top.h"
 #include "common/core/log.h"
 #include "common/core/names.h"
 #include "common/core/status.h"
@@ -634,6 +636,16 @@ int main(int argc, char** argv) {
   nats_config->add_flag("--force", nc_force, "replace existing files (all passwords change)");
   nats_config->add_option("--bcrypt-cost", nc_bcrypt_cost, "bcrypt cost (4..31)");
 
+  chasqui::TopOptions top_options;
+  std::vector<std::string> top_routers;
+  auto* top = app.add_subcommand(
+      "top", "live exchanges per consumer and service, from the routers' /metrics");
+  top->add_option("--router", top_routers,
+                  "a router's ops base URL (repeatable; default http://127.0.0.1:9101)");
+  top->add_option("--interval", top_options.interval_seconds, "seconds between refreshes");
+  top->add_flag("--once", top_options.once, "print one view (two scrapes) and exit");
+  top->add_flag("--json", top_options.json, "JSON lines instead of the table");
+
   CLI11_PARSE(app, argc, argv);
   std::signal(SIGPIPE, SIG_IGN);
   spdlog::set_level(spdlog::level::warn);
@@ -651,6 +663,10 @@ int main(int argc, char** argv) {
   if (*serve) rc = ServeDemo(nats, key, trust_flags);
   if (*nats_config) {
     rc = NatsConfig(nc_names, nc_envs, nc_out, nc_secrets, nc_listen, nc_force, nc_bcrypt_cost);
+  }
+  if (*top) {
+    if (!top_routers.empty()) top_options.routers = top_routers;
+    rc = chasqui::RunTop(top_options);
   }
   nats_Close();
   return rc;

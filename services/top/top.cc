@@ -231,8 +231,11 @@ absl::StatusOr<std::vector<MetricSample>> Scrape(const std::string& base) {
   client.set_read_timeout(2, 0);
   auto res = client.Get("/metrics");
   if (!res) {
-    return absl::UnavailableError(
-        fmt::format("{}/metrics: {}", base, httplib::to_string(res.error())));
+    const std::string why = res.error() == httplib::Error::Connection
+                                ? "cannot connect: is a router running there, and is that its "
+                                  "--ops-port?"
+                                : "HTTP error " + httplib::to_string(res.error());
+    return absl::UnavailableError(fmt::format("{}/metrics: {}", base, why));
   }
   if (res->status != 200) {
     return absl::UnavailableError(fmt::format("{}/metrics: HTTP {}", base, res->status));

@@ -8,6 +8,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "prometheus/registry.h"
+#include "tests/support/run_command.h"
 #include "prometheus/counter.h"
 
 namespace chasqui {
@@ -133,6 +134,35 @@ TEST(RunTop, ReadsALiveRouterEndpointAndReportsAnUnreachableOne) {
   (void)::testing::internal::GetCapturedStdout();
   EXPECT_EQ(down, 1);
   EXPECT_THAT(err, HasSubstr("http://127.0.0.1:1/metrics"));
+}
+
+// The operator's command: `chasqui top --once --json` against a live endpoint.
+TEST(ChasquiTopCommand, PrintsOneViewAndExits) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  auto& requests = prometheus::BuildCounter().Name("chasqui_router_requests_total").Register(*registry);
+  prometheus::Counter& ok = requests.Add({{"env", "test"},
+                                          {"consumer", "aduana"},
+                                          {"provider", "sin"},
+                                          {"service", "estado_tributario"},
+                                          {"code", "OK"}});
+  auto ops = OpsServer::Start({}, registry, [] { return absl::OkStatus(); });
+  ASSERT_TRUE(ops.ok()) << ops.status();
+  std::atomic<bool> stop{false};
+  std::thread traffic([&] {
+    while (!stop) {
+      ok.Increment();
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  });
+  auto out = ::chasqui::testing::RunCommand(
+      std::string("timeout 20 ") + CHASQUI_BIN + " top --once --interval 0.5 --router " +
+      "http://127.0.0.1:" + std::to_string((*ops)->port()));
+  stop = true;
+  traffic.join();
+  ASSERT_EQ(out.exit_code, 0) << out.output;
+  EXPECT_THAT(out.output, HasSubstr("aduana"));
+  EXPECT_THAT(out.output, HasSubstr("estado_tributario"));
+  EXPECT_THAT(out.output, HasSubstr("REQ/S"));
 }
 
 }  // namespace
