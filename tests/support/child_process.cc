@@ -66,4 +66,18 @@ bool TestProcess::WaitForLog(const std::string& needle, size_t times,
       timeout);
 }
 
+std::optional<std::string> TestProcess::WaitForLogMatch(const std::regex& re,
+                                                        std::chrono::seconds timeout) const {
+  std::smatch m;
+  std::string log;
+  const bool found = WaitFor(
+      [&] {
+        log = Log();
+        return std::regex_search(log, m, re);
+      },
+      timeout);
+  if (!found) return std::nullopt;
+  return m.size() > 1 ? m[1].str() : m[0].str();
+}
+
 }  // namespace chasqui::testing

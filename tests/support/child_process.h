@@ -6,6 +6,8 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <optional>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -31,6 +33,9 @@ class TestProcess {
   // True once the log holds `needle` at least `times` times (waits up to `timeout`).
   bool WaitForLog(const std::string& needle, size_t times = 1,
                   std::chrono::seconds timeout = std::chrono::seconds(15)) const;
+  // Group 1 (else the whole match) of the first match of `re` in the log, once it appears.
+  std::optional<std::string> WaitForLogMatch(
+      const std::regex& re, std::chrono::seconds timeout = std::chrono::seconds(15)) const;
   pid_t pid() const { return pid_; }
 
  private:

@@ -291,7 +291,7 @@ TEST_F(CertificateGatewayTest, GatewaysOnCertificatesServeACallThroughTheRouter)
   EXPECT_EQ(r.body, R"({"segip":{"ci":"4567890"}})");
   EXPECT_EQ(segip_system.calls(), 1);
   EXPECT_TRUE(provider_gw_->Ready().ok()) << provider_gw_->Ready();
-  EXPECT_EQ(MetricValue(*provider_registry_, "chasqui_gateway_unrequested_certificates_total", {}),
+  EXPECT_EQ(SeriesValue(*provider_registry_, "chasqui_gateway_unrequested_certificates_total", {}),
             0);
 }
 
@@ -367,7 +367,7 @@ TEST_F(CertificateGatewayTest, AnUnrequestedCertificateInTheEntitysNameIsReporte
   Enrolled mae = Enrol("segip", Role::kMae, "mae-segip");
   ASSERT_TRUE(provider_trust_->Refresh().ok());
   EXPECT_EQ(provider_trust_->unrequested_certificates(), 1u);
-  EXPECT_EQ(MetricValue(*provider_registry_, "chasqui_gateway_unrequested_certificates_total",
+  EXPECT_EQ(SeriesValue(*provider_registry_, "chasqui_gateway_unrequested_certificates_total",
                         {"entity=\"segip\""}),
             1);
   ASSERT_TRUE(provider_trust_->Refresh().ok());

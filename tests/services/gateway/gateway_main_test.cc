@@ -3,7 +3,6 @@
 // SIGTERM; and each malformed configuration stopping it at start with one line and exit 2.
 
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "tests/services/gateway/gateway_test_support.h"
 #include "tests/services/router/backbone.h"
+#include "tests/support/child_process.h"
 #include "tests/support/run_command.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/wait_for.h"
@@ -29,63 +29,14 @@
 namespace chasqui::testing {
 namespace {
 
-// A chasqui-gateway child process whose stdout and stderr go to `log_path`. Killed on
-// destruction if still running; killed also if the test process dies (PR_SET_PDEATHSIG).
-class GatewayProcess {
+// A chasqui-gateway child process (tests/support/child_process.h).
+class GatewayProcess : public TestProcess {
  public:
   GatewayProcess(const std::vector<std::string>& args, std::string log_path)
-      : log_path_(std::move(log_path)) {
-    std::vector<std::string> argv_strings = {CHASQUI_GATEWAY_BIN};
-    argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& s : argv_strings) argv.push_back(s.data());
-    argv.push_back(nullptr);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      FILE* out = std::freopen(log_path_.c_str(), "w", stdout);
-      if (out == nullptr || ::dup2(::fileno(stdout), 2) < 0) ::_exit(127);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-  }
-  ~GatewayProcess() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-
-  std::string Log() const { return ReadFileOrEmpty(log_path_); }
-
-  // Group 1 of the first log line matching `re`, once it appears (bounded).
+      : TestProcess(CHASQUI_GATEWAY_BIN, args, std::move(log_path)) {}
   std::optional<std::string> WaitForLog(const std::regex& re) const {
-    std::smatch m;
-    std::string log;
-    const bool found = WaitFor(
-        [&] {
-          log = Log();
-          return std::regex_search(log, m, re);
-        },
-        std::chrono::seconds(10));
-    if (!found) return std::nullopt;
-    return m.size() > 1 ? m[1].str() : m[0].str();
+    return WaitForLogMatch(re, std::chrono::seconds(10));
   }
-
-  // SIGTERM, then the exit code (or -1 if it did not exit normally within 10 s).
-  int Terminate() {
-    ::kill(pid_, SIGTERM);
-    int status = 0;
-    const bool exited = WaitFor(
-        [&] { return ::waitpid(pid_, &status, WNOHANG) == pid_; }, std::chrono::seconds(10));
-    if (!exited) return -1;
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-
- private:
-  std::string log_path_;
-  pid_t pid_ = -1;
 };
 
 int PortFrom(const std::optional<std::string>& s) { return s ? std::stoi(*s) : -1; }

@@ -133,15 +133,15 @@ TEST(GatewayTest, BothDirectionsEndToEnd) {
   EXPECT_EQ(seen.Header("X-Chasqui-Consent-Ref"), "consent-9");
   EXPECT_EQ(seen.Header("X-Chasqui-Request-Id"), id) << "one id from end to end";
 
-  EXPECT_EQ(MetricValue(*d.consumer_registry, "chasqui_gateway_requests_total",
+  EXPECT_EQ(SeriesValue(*d.consumer_registry, "chasqui_gateway_requests_total",
                         {"direction=\"consume\"", "provider=\"segip\"",
                          "service=\"persona_consulta\"", "code=\"OK\"", "env=\"test\""}),
             1);
-  EXPECT_EQ(MetricValue(*d.provider_registry, "chasqui_gateway_requests_total",
+  EXPECT_EQ(SeriesValue(*d.provider_registry, "chasqui_gateway_requests_total",
                         {"direction=\"provide\"", "provider=\"segip\"",
                          "service=\"persona_consulta\"", "code=\"OK\""}),
             1);
-  EXPECT_EQ(MetricValue(*d.consumer_registry, "chasqui_gateway_request_duration_seconds_count",
+  EXPECT_EQ(SeriesValue(*d.consumer_registry, "chasqui_gateway_request_duration_seconds_count",
                         {"direction=\"consume\""}),
             1);
   EXPECT_TRUE(d.consumer->Ready().ok());
@@ -238,20 +238,20 @@ TEST(GatewayTest, NoGatewayServingTheServiceIs503) {
   ExpectProblem(d.Post("/v1/segip/padron_electoral", "{}"), 503, "UNAVAILABLE",
                 "no gateway of provider segip");
   // The name a caller made up does not become a metric label.
-  EXPECT_EQ(MetricValue(*d.consumer_registry, "chasqui_gateway_requests_total",
+  EXPECT_EQ(SeriesValue(*d.consumer_registry, "chasqui_gateway_requests_total",
                         {"provider=\"segip\"", "service=\"unknown\"", "code=\"UNAVAILABLE\""}),
             1);
-  EXPECT_EQ(MetricsText(*d.consumer_registry).find("padron_electoral"), std::string::npos);
+  EXPECT_EQ(ExpositionText(*d.consumer_registry).find("padron_electoral"), std::string::npos);
 }
 
 TEST(GatewayTest, UnknownProviderIs404WithAnUnknownLabel) {
   UpstreamSystem segip_system(Echo());
   Deployment d({.provider = Serving("persona_consulta", segip_system.Url("/persona"))});
   ExpectProblem(d.Post("/v1/nadie/persona_consulta", "{}"), 404, "NOT_FOUND", "nadie");
-  EXPECT_EQ(MetricValue(*d.consumer_registry, "chasqui_gateway_requests_total",
+  EXPECT_EQ(SeriesValue(*d.consumer_registry, "chasqui_gateway_requests_total",
                         {"provider=\"unknown\"", "service=\"unknown\"", "code=\"NOT_FOUND\""}),
             1);
-  EXPECT_EQ(MetricsText(*d.consumer_registry).find("nadie"), std::string::npos);
+  EXPECT_EQ(ExpositionText(*d.consumer_registry).find("nadie"), std::string::npos);
 }
 
 TEST(GatewayTest, RouterTimeoutIs504) {
@@ -277,7 +277,7 @@ TEST(GatewayTest, UpstreamFailureIs502) {
   HttpReply r = d.Post(kPersona, "{}");
   ExpectProblem(r, 502, "PROVIDER_ERROR", "HTTP 500");
   EXPECT_EQ(r.body.find("internal details"), std::string::npos) << "5xx bodies stay inside";
-  EXPECT_EQ(MetricValue(*d.provider_registry, "chasqui_gateway_requests_total",
+  EXPECT_EQ(SeriesValue(*d.provider_registry, "chasqui_gateway_requests_total",
                         {"direction=\"provide\"", "code=\"PROVIDER_ERROR\""}),
             1);
 }
@@ -447,7 +447,7 @@ TEST(GatewayProviderTest, SaturatedProviderAnswers503AtOnce) {
   ExpectProblem(refused, 503, "UNAVAILABLE", "the provider gateway is saturated");
   EXPECT_EQ(waited.status, 200) << waited.body;
   EXPECT_EQ(segip_system.calls(), 2) << "the refused call never reached the system";
-  EXPECT_EQ(MetricValue(*d.provider_registry, "chasqui_gateway_provide_without_upstream_total",
+  EXPECT_EQ(SeriesValue(*d.provider_registry, "chasqui_gateway_provide_without_upstream_total",
                         {"reason=\"saturated\"", "code=\"UNAVAILABLE\"",
                          "service=\"persona_consulta\""}),
             1);
@@ -499,10 +499,10 @@ TEST(GatewayProviderTest, SameIdempotencyKeyRunsTheQueryOnce) {
   EXPECT_EQ(other.body, R"({"call":4,"body":{"ci":"4567890"}})");
   EXPECT_EQ(segip_system.calls(), 4);
 
-  EXPECT_EQ(MetricValue(*d.provider_registry, "chasqui_gateway_provide_without_upstream_total",
+  EXPECT_EQ(SeriesValue(*d.provider_registry, "chasqui_gateway_provide_without_upstream_total",
                         {"reason=\"remembered\"", "code=\"OK\""}),
             1);
-  EXPECT_EQ(MetricValue(*d.provider_registry, "chasqui_gateway_provide_without_upstream_total",
+  EXPECT_EQ(SeriesValue(*d.provider_registry, "chasqui_gateway_provide_without_upstream_total",
                         {"reason=\"key_conflict\"", "code=\"BAD_REQUEST\""}),
             1);
 }
@@ -521,7 +521,7 @@ TEST(GatewayProviderTest, RetryAfterTheConsumerGatewayTimedOutGetsTheFirstAnswer
   ExpectProblem(d.Post(kPersona, "{}", WithKey("pago-7")), 504, "TIMEOUT");
   // The provider finishes the first call and remembers its answer...
   ASSERT_TRUE(WaitFor([&] {
-    return MetricValue(*d.provider_registry, "chasqui_gateway_requests_total",
+    return SeriesValue(*d.provider_registry, "chasqui_gateway_requests_total",
                        {"direction=\"provide\"", "code=\"OK\""}) == 1;
   }));
   // ...so the consumer system's retry gets it without a second run.
@@ -551,7 +551,7 @@ TEST(GatewayProviderTest, RepeatWhileTheFirstRunsWaitsForItsAnswer) {
   ASSERT_EQ(repeat.status, 200) << repeat.body;
   EXPECT_EQ(repeat.body, first.body);
   EXPECT_EQ(segip_system.calls(), 1);
-  EXPECT_EQ(MetricValue(*d.provider_registry, "chasqui_gateway_provide_without_upstream_total",
+  EXPECT_EQ(SeriesValue(*d.provider_registry, "chasqui_gateway_provide_without_upstream_total",
                         {"reason=\"joined\"", "code=\"OK\""}),
             1);
 }

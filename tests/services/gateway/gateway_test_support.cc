@@ -5,11 +5,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <sstream>
 
 #include "common/core/status.h"
 #include "fmt/format.h"
-#include "prometheus/text_serializer.h"
 #include "tests/support/wait_for.h"
 
 namespace chasqui::testing {
@@ -97,28 +95,6 @@ HttpReply Send(int port, const std::string& method, const std::string& path,
   reply.body = res->body;
   reply.headers = res->headers;
   return reply;
-}
-
-std::string MetricsText(prometheus::Registry& registry) {
-  return prometheus::TextSerializer().Serialize(registry.Collect());
-}
-
-double MetricValue(prometheus::Registry& registry, const std::string& name,
-                   const std::vector<std::string>& label_fragments) {
-  std::istringstream lines(MetricsText(registry));
-  std::string line;
-  while (std::getline(lines, line)) {
-    if (line.rfind(name + "{", 0) != 0) continue;
-    bool all = true;
-    for (const std::string& f : label_fragments) {
-      if (line.find(f) == std::string::npos) {
-        all = false;
-        break;
-      }
-    }
-    if (all) return std::stod(line.substr(line.rfind(' ') + 1));
-  }
-  return -1;
 }
 
 }  // namespace chasqui::testing

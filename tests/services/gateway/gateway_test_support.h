@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
 #include "prometheus/registry.h"
+#include "tests/support/metrics.h"  // SeriesValue, ExpositionText
 
 namespace chasqui::testing {
 
@@ -66,9 +67,5 @@ struct HttpReply {
 HttpReply Send(int port, const std::string& method, const std::string& path,
                const std::string& body, const httplib::Headers& headers);
 
-// The value of the series `name` whose labels include every `label="value"` fragment, or -1.
-double MetricValue(prometheus::Registry& registry, const std::string& name,
-                   const std::vector<std::string>& label_fragments);
-std::string MetricsText(prometheus::Registry& registry);
 
 }  // namespace chasqui::testing
