@@ -271,31 +271,13 @@ absl::Status WriteIdentity(const std::string& path, const Identity& identity) {
   std::string text = j.dump(2) + "\n";
   j["sign_sk"] = "";
   if (identity.pub.has_kx) j["kx_sk"] = "";
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    const int err = errno;
-    Wipe(text);
-    std::string msg = fmt::format("cannot create key file {}: {}", path, std::strerror(err));
-    if (err == EEXIST) return absl::AlreadyExistsError(msg + " (refusing to overwrite a key)");
-    return absl::PermissionDeniedError(msg);
-  }
-  size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      ::close(fd);
-      Wipe(text);
-      return absl::InternalError(fmt::format("writing {}: {}", path, std::strerror(err)));
-    }
-    done += static_cast<size_t>(n);
-  }
+  absl::Status written = WriteFileDurably(path, text, 0600, /*replace=*/false);
   Wipe(text);
-  const bool synced = ::fsync(fd) == 0;
-  ::close(fd);
-  if (!synced) return absl::InternalError(fmt::format("fsync {} failed", path));
-  return absl::OkStatus();
+  if (absl::IsAlreadyExists(written)) {
+    return absl::AlreadyExistsError(
+        fmt::format("cannot create key file {}: it exists (refusing to overwrite a key)", path));
+  }
+  return written;
 }
 
 std::string PublicIdentityJson(const PublicIdentity& pub) {

@@ -124,38 +124,6 @@ absl::StatusOr<Passphrase> ReadPassphraseFromTerminal(std::string_view prompt, b
   return p;
 }
 
-absl::Status WriteFileDurably(const std::string& path, std::string_view data, int mode,
-                              bool replace) {
-  const std::string target = replace ? path + ".tmp" : path;
-  const int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (replace ? O_TRUNC : O_EXCL);
-  const int fd = ::open(target.c_str(), flags, mode);
-  if (fd < 0) {
-    const int err = errno;
-    std::string msg = fmt::format("cannot create {}: {}", target, std::strerror(err));
-    if (err == EEXIST) return absl::AlreadyExistsError(msg + " (refusing to overwrite it)");
-    return absl::PermissionDeniedError(msg);
-  }
-  size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      ::close(fd);
-      return absl::InternalError(fmt::format("writing {}: {}", target, std::strerror(err)));
-    }
-    done += static_cast<size_t>(n);
-  }
-  const bool synced = ::fsync(fd) == 0;
-  ::close(fd);
-  if (!synced) return absl::InternalError(fmt::format("fsync {} failed", target));
-  if (replace && ::rename(target.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(fmt::format("rename {} to {}: {}", target, path,
-                                           std::strerror(errno)));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status WriteEncryptedRootKey(const std::string& path, const SigningKey& key,
                                    const Passphrase& passphrase, KdfCost cost) {
   uint64_t ops = crypto_pwhash_OPSLIMIT_MODERATE;

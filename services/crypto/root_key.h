@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/core/files.h"  // WriteFileDurably
 #include "common/crypto/sodium.h"
 
 namespace chasqui {
@@ -50,10 +51,5 @@ absl::Status WriteEncryptedRootKey(const std::string& path, const SigningKey& ke
 // it, DataLoss if the secret does not match the file's public key.
 absl::StatusOr<SigningKey> ReadEncryptedRootKey(const std::string& path,
                                                 const Passphrase& passphrase);
-
-// Writes `data` to a new file with `mode` (O_EXCL unless `replace`, then via a temp file and
-// rename), fsynced.
-absl::Status WriteFileDurably(const std::string& path, std::string_view data, int mode,
-                              bool replace);
 
 }  // namespace chasqui
