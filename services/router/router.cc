@@ -1,5 +1,7 @@
 #include "services/router/router.h"
 
+#include <algorithm>
+#include <limits>
 #include <utility>
 
 #include "common/core/log.h"
@@ -9,6 +11,7 @@
 #include "common/envelope/errors.h"
 #include "common/envelope/subjects.h"
 #include "fmt/format.h"
+#include "services/quota/quota_keys.h"
 
 namespace chasqui {
 namespace {
@@ -53,6 +56,40 @@ std::shared_ptr<v1::AuditRecord> RequestRecord(const ParsedEnvelope& p, int64_t 
   FillSignedHeader(r->mutable_request(), p.envelope.header(), p.envelope.sig());
   r->set_router_id(router_id);
   return r;
+}
+
+// A refused admission as the consumer sees it: QUOTA_EXCEEDED naming the limit, or, while the
+// router has drawn no lease for the grant yet, UNAVAILABLE (the consumer did nothing wrong).
+absl::Status QuotaRefusal(const QuotaAdmission& a, const v1::Header& h) {
+  std::string_view limit;
+  switch (a.limit) {
+    case v1::QUOTA_LIMIT_RATE:
+      limit = "rate";
+      break;
+    case v1::QUOTA_LIMIT_DAY:
+      limit = "daily";
+      break;
+    case v1::QUOTA_LIMIT_MONTH:
+      limit = "monthly";
+      break;
+    case v1::QUOTA_LIMIT_PROVIDER_CAPACITY:
+      return ChasquiError(
+          v1::QUOTA_EXCEEDED,
+          fmt::format("provider {} service {} is at its total capacity (provider capacity "
+                      "limit); retry after {} ms",
+                      h.provider(), h.service(), a.retry_after_ms));
+    case v1::QUOTA_LIMIT_NO_LEASE:
+    default:
+      return ChasquiError(
+          v1::UNAVAILABLE,
+          fmt::format("this router holds no quota lease for {}->{}/{} yet (no_lease); retry "
+                      "after {} ms",
+                      h.consumer(), h.provider(), h.service(), a.retry_after_ms));
+  }
+  return ChasquiError(v1::QUOTA_EXCEEDED,
+                      fmt::format("{}->{}/{} is over its {} quota ({} limit); retry after {} ms",
+                                  h.consumer(), h.provider(), h.service(), limit,
+                                  QuotaLimitName(a.limit), a.retry_after_ms));
 }
 
 // What the consumer is told when the trace refused a reply.
@@ -150,7 +187,7 @@ void RouterCore::HandleRequest(const BusMessage& msg) {
   bool authenticated = false;
   std::shared_ptr<v1::AuditRecord> trace;  // once authenticated, with tracing on
   auto refuse = [&](const absl::Status& why, const std::string& in_reply_to,
-                    std::string_view label_provider) {
+                    std::string_view label_provider, int64_t retry_after_ms = 0) {
     if (!authenticated) {
       preauth_limiter_.Charge(subject->consumer);
       // Before authentication nobody is proven to have asked: counted, never recorded.
@@ -158,7 +195,7 @@ void RouterCore::HandleRequest(const BusMessage& msg) {
     }
     Refuse(msg, reply_to, in_reply_to, subject->consumer, subject->provider, subject->service,
            label_consumer, label_provider, authenticated ? subject->service : kUnknown, why,
-           std::move(trace));
+           std::move(trace), retry_after_ms);
   };
 
   if (msg.data.size() > options_.max_envelope_bytes) {
@@ -233,12 +270,42 @@ void RouterCore::HandleRequest(const BusMessage& msg) {
     refuse(s, id, label_provider);
     return;
   }
+  if (options_.catalog != nullptr) {
+    // NOT_FOUND, FORBIDDEN or END_USER_UNKNOWN, with the catalog's own message (it says which
+    // grant state refused): the consumer's operator acts on it, so it is passed on unchanged.
+    if (auto access = options_.catalog->Check(h.consumer(), h.provider(), h.service(),
+                                              h.end_user());
+        !access.ok()) {
+      refuse(access.status(), id, label_provider);
+      return;
+    }
+  }
+  // Before the quota: a request refused because nothing can be traced must not spend the
+  // consumer's allowance (a client retrying through an audit outage would burn its day).
   if (audit_ != nullptr && !AuditAdmits()) {
     refuse(ChasquiError(v1::AUDIT_UNAVAILABLE,
                         "the audit service is not acknowledging trace records, and nothing is "
                         "served untraced; retry later with a new request"),
            id, label_provider);
     return;
+  }
+  if (options_.quota != nullptr) {
+    // GrantKeyString's form, built in a buffer each thread reuses: no allocation per request
+    // once it has grown to the longest key.
+    thread_local std::string grant_key;
+    grant_key.clear();
+    grant_key.append(options_.env)
+        .append("/")
+        .append(h.consumer())
+        .append("/")
+        .append(h.provider())
+        .append("/")
+        .append(h.service());
+    const QuotaAdmission admission = options_.quota->Admit(grant_key, clock_.NowUnixMillis());
+    if (!admission.admitted) {
+      refuse(QuotaRefusal(admission, h), id, label_provider, admission.retry_after_ms);
+      return;
+    }
   }
 
   auto ex = std::make_shared<Exchange>();
@@ -346,19 +413,19 @@ void RouterCore::Refuse(const BusMessage& msg, const std::string& reply_to,
                         std::string_view provider, std::string_view service,
                         std::string_view label_consumer, std::string_view label_provider,
                         std::string_view label_service, const absl::Status& why,
-                        std::shared_ptr<v1::AuditRecord> trace) {
+                        std::shared_ptr<v1::AuditRecord> trace, int64_t retry_after_ms) {
   const v1::Code code = ChasquiCode(why);
   metrics_->CountRequest(label_consumer, label_provider, label_service, code);
   LogRefusal(fmt::format("{} on {}: {}", CodeName(code), msg.subject, MessageOf(why)));
   SendError(reply_to, in_reply_to, consumer, provider, service, code, MessageOf(why),
-            std::move(trace), label_consumer);
+            std::move(trace), label_consumer, retry_after_ms);
 }
 
 void RouterCore::SendError(const std::string& reply_to, const std::string& in_reply_to,
                            std::string_view consumer, std::string_view provider,
                            std::string_view service, v1::Code code, std::string_view message,
                            std::shared_ptr<v1::AuditRecord> trace,
-                           std::string_view label_consumer) {
+                           std::string_view label_consumer, int64_t retry_after_ms) {
   if (trace != nullptr && (code == v1::REPLAYED || code == v1::AUDIT_UNAVAILABLE)) {
     // A replay shares its (sender, id) with the exchange it repeats, and AUDIT_UNAVAILABLE is
     // answered because records are not being stored: neither can be a record of its own.
@@ -378,6 +445,11 @@ void RouterCore::SendError(const std::string& reply_to, const std::string& in_re
   h.set_in_reply_to(in_reply_to);
   h.mutable_error()->set_code(code);
   h.mutable_error()->set_message(std::string(message.substr(0, kMaxErrorMessageBytes)));
+  if (retry_after_ms > 0) {
+    // The field is 32 bits: about 49 days, more than a month's cap ever asks to wait.
+    h.mutable_error()->set_retry_after_ms(static_cast<uint32_t>(
+        std::min<int64_t>(retry_after_ms, std::numeric_limits<uint32_t>::max())));
+  }
   const Hash32 empty_body_hash = Blake2b256("");
   h.set_body_hash(reinterpret_cast<const char*>(empty_body_hash.data()), empty_body_hash.size());
   // SignEnvelope's steps, by hand: the trace needs the signed header bytes and the signature.

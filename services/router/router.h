@@ -1,8 +1,10 @@
 #pragma once
 // The router: the hot path of every exchange (DESIGN.md, "One request, start to end", steps 2
 // and 4). It checks, in memory and in order: size and parse; addressing; reply subject;
-// certificate; signature and body_hash; freshness and replay. Each refusal is answered with an
-// error envelope signed by the router, carrying its exact code. A request whose reply subject
+// certificate; signature and body_hash; freshness and replay; then, when given, the catalog
+// (service published, grant active, end user enabled) and the quota. Each refusal is answered
+// with an error envelope signed by the router, carrying its exact code (and, for quota
+// refusals, retry_after_ms). A request whose reply subject
 // lies outside `_INBOX.<env>.<consumer>.` is dropped, counted and logged, and nothing is ever
 // published to that subject. Accepted requests go to `chq.<env>.svc.<provider>.<service>` with
 // the router's own reply subject; the provider's verified reply is relayed as received.
@@ -39,6 +41,8 @@
 #include "common/envelope/verifier.h"
 #include "prometheus/registry.h"
 #include "services/audit/audit_client.h"
+#include "services/catalog/catalog_snapshot.h"
+#include "services/quota/quota_enforcer.h"
 #include "services/router/refusal_limiter.h"
 #include "services/router/refusal_tally.h"
 #include "services/router/router_metrics.h"
@@ -70,6 +74,12 @@ struct RouterOptions {
   // While appends fail, one request per interval is still forwarded to find out whether the
   // audit service is back; the rest are refused before any provider does work for nothing.
   absl::Duration audit_retry_interval = absl::Milliseconds(250);
+  // The catalog and quota checks (DESIGN.md step 2: grant, end user, quota), after freshness
+  // and replay. Optional so a router without a catalog or quota service (benchmarks, the local
+  // backbone) still serves; each must outlive the router, and is kept current by its owner
+  // (CatalogFollower; the enforcer's own worker). Not owned.
+  const CatalogSnapshot* catalog = nullptr;
+  QuotaEnforcer* quota = nullptr;
 };
 
 // The checks and the forwarding, written against small interfaces so unit tests can use
@@ -109,7 +119,7 @@ class RouterCore {
               std::string_view consumer, std::string_view provider, std::string_view service,
               std::string_view label_consumer, std::string_view label_provider,
               std::string_view label_service, const absl::Status& why,
-              std::shared_ptr<v1::AuditRecord> trace);
+              std::shared_ptr<v1::AuditRecord> trace, int64_t retry_after_ms = 0);
   void OnProviderAnswer(const std::shared_ptr<Exchange>& ex, MuxOutcome outcome,
                         const BusMessage* reply);
   // Relays the provider's envelope once its record is durable (or refuses it).
@@ -122,7 +132,7 @@ class RouterCore {
                  std::string_view consumer, std::string_view provider, std::string_view service,
                  v1::Code code, std::string_view message,
                  std::shared_ptr<v1::AuditRecord> trace = nullptr,
-                 std::string_view label_consumer = {});
+                 std::string_view label_consumer = {}, int64_t retry_after_ms = 0);
   // Appends a refusal's record; counts it instead when the audit service cannot take it.
   void TraceRefusal(v1::AuditRecord record, std::string label_consumer);
   // True if a new exchange may be forwarded: the trace is up, or this is the one request per

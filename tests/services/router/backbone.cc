@@ -113,10 +113,12 @@ RouterOptions Backbone::MakeRouterOptions(const std::string& id) const {
 }
 
 std::unique_ptr<Router> Backbone::StartRouter(const std::string& id,
-                                              std::shared_ptr<prometheus::Registry> reg) {
+                                              std::shared_ptr<prometheus::Registry> reg,
+                                              const std::function<void(RouterOptions&)>& adjust) {
   router_buses_.push_back(Connect("router-" + id));
   RouterOptions ro = MakeRouterOptions(id);
   ro.startup_hold_ms = 0;
+  if (adjust) adjust(ro);
   auto r = Router::Start(ro, router_buses_.back().get(), Copy(router_key), trust, std::move(reg));
   CHASQUI_CHECK(r.ok(), MessageOf(r.status()));
   CHASQUI_CHECK(WaitFor([&] { return (*r)->Ready().ok(); }), "router not ready in 10 s");

@@ -7,6 +7,7 @@
 // gives) runs on its own connection, and the router traces through it.
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -68,8 +69,10 @@ class Backbone {
 
   // Another replica of the router (same key, trust, queue group and options) named `id`, on
   // its own connection (kept until the backbone goes); ready when returned.
+  // `adjust`, if given, changes the options first (e.g. to give it a catalog or quota).
   std::unique_ptr<Router> StartRouter(const std::string& id,
-                                      std::shared_ptr<prometheus::Registry> registry);
+                                      std::shared_ptr<prometheus::Registry> registry,
+                                      const std::function<void(RouterOptions&)>& adjust = {});
   // (Re)starts segip's provider gateway on provider_bus: a restarted one has an empty seen-set,
   // like another replica of segip's gateway.
   void StartProvider();
