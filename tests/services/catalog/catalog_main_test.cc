@@ -5,7 +5,6 @@
 // there after the restart, and its request stays a replay.
 
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -32,6 +31,7 @@
 #include "services/crypto/crypto_service.h"
 #include "tests/services/catalog/catalog_test_support.h"
 #include "tests/services/crypto/crypto_test_support.h"
+#include "tests/support/child_process.h"
 #include "tests/support/nats_server.h"
 #include "tests/support/run_command.h"
 #include "tests/support/temp_dir.h"
@@ -41,54 +41,6 @@ namespace chasqui::testing {
 namespace {
 
 const std::string kBin = CHASQUI_CATALOG_BIN;
-
-// A chasqui-catalog child whose output goes to `log_path`; SIGKILLed on destruction.
-class CatalogProcess {
- public:
-  CatalogProcess(const std::vector<std::string>& args, std::string log_path)
-      : log_path_(std::move(log_path)) {
-    std::vector<std::string> argv_strings = {kBin};
-    argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& s : argv_strings) argv.push_back(s.data());
-    argv.push_back(nullptr);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      FILE* out = std::freopen(log_path_.c_str(), "a", stdout);
-      if (out == nullptr || ::dup2(::fileno(stdout), 2) < 0) ::_exit(127);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-  }
-  ~CatalogProcess() { Kill9(); }
-  void Kill9() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-      pid_ = -1;
-    }
-  }
-  // Waits for the `n`th occurrence of `needle` in the log.
-  bool WaitForLog(const std::string& needle, int n = 1) const {
-    return WaitFor(
-        [&] {
-          const std::string log = ReadFileOrEmpty(log_path_);
-          int seen = 0;
-          for (size_t at = log.find(needle); at != std::string::npos;
-               at = log.find(needle, at + 1)) {
-            ++seen;
-          }
-          return seen >= n;
-        },
-        std::chrono::seconds(20));
-  }
-  std::string Log() const { return ReadFileOrEmpty(log_path_); }
-
- private:
-  std::string log_path_;
-  pid_t pid_ = -1;
-};
 
 void WriteSecretFile(const std::string& path, const std::string& text) {
   std::ofstream(path) << text << "\n";
@@ -162,8 +114,8 @@ TEST(CatalogMain, AcknowledgedChangeSurvivesKill9AndItsRequestStaysAReplay) {
       "serve", "--data", data, "--passphrase-file", dir.File("pass"), "--anchors",
       init->anchors_file, "--nta-file", dir.File("nta.txt"), "--env", "test", "--nats",
       (*nats)->url(), "--ops-port", "0"};
-  auto process = std::make_unique<CatalogProcess>(serve, dir.File("catalog.log"));
-  ASSERT_TRUE(process->WaitForLog("ready: ops port")) << process->Log();
+  auto process = std::make_unique<TestProcess>(kBin, serve, dir.File("catalog.log"));
+  ASSERT_TRUE(process->WaitForLog("ready: ops port", 1, std::chrono::seconds(20))) << process->Log();
 
   bo.name = "operator";
   auto bus = Bus::Connect(bo);
@@ -178,8 +130,8 @@ TEST(CatalogMain, AcknowledgedChangeSurvivesKill9AndItsRequestStaysAReplay) {
   EXPECT_EQ(reply->version(), 1u);
 
   process->Kill9();
-  process = std::make_unique<CatalogProcess>(serve, dir.File("catalog.log"));
-  ASSERT_TRUE(process->WaitForLog("ready: ops port", 2)) << process->Log();
+  process = std::make_unique<TestProcess>(kBin, serve, dir.File("catalog.log"));
+  ASSERT_TRUE(process->WaitForLog("ready: ops port", 2, std::chrono::seconds(20))) << process->Log();
   EXPECT_NE(process->Log().find("catalog loaded: version=1"), std::string::npos) << process->Log();
 
   // The snapshot after the restart holds the change, signed by the catalog's certificate.

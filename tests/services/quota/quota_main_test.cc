@@ -3,7 +3,6 @@
 // (and reports it), /metrics and /readyz, and a clear refusal of an unknown time zone.
 
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,6 +22,7 @@
 #include "fmt/format.h"
 #include "gtest/gtest.h"
 #include "tests/services/quota/quota_test_support.h"
+#include "tests/support/child_process.h"
 #include "tests/support/nats_server.h"
 #include "tests/support/run_command.h"
 #include "tests/support/temp_dir.h"
@@ -34,55 +34,23 @@ namespace {
 const std::string kBin = CHASQUI_QUOTA_BIN;
 const std::string kKey = GrantKeyString("test", "sin", "segip", "persona");
 
-// A chasqui-quota child whose output goes to `log_path`; SIGKILLed on destruction.
-class QuotaProcess {
+// A chasqui-quota child (tests/support/child_process.h) that reports its ops port.
+class QuotaProcess : public TestProcess {
  public:
   QuotaProcess(const std::vector<std::string>& args, std::string log_path)
-      : log_path_(std::move(log_path)) {
-    std::vector<std::string> argv_strings = {kBin};
-    argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& s : argv_strings) argv.push_back(s.data());
-    argv.push_back(nullptr);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      FILE* out = std::freopen(log_path_.c_str(), "a", stdout);
-      if (out == nullptr || ::dup2(::fileno(stdout), 2) < 0) ::_exit(127);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-  }
-  ~QuotaProcess() { Kill9(); }
-  void Kill9() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-      pid_ = -1;
-    }
-  }
-  // The ops port from "ready: ops port N", or -1 if it never got ready.
+      : TestProcess(kBin, args, std::move(log_path)) {}
+  // The ops port from the `occurrence`th "ready: ops port N", or -1 if it never got ready.
   int WaitReady(size_t occurrence) const {
-    int port = -1;
-    WaitFor(
-        [&] {
-          const std::string log = ReadFileOrEmpty(log_path_);
-          std::regex re("ready: ops port ([0-9]+)");
-          size_t seen = 0;
-          for (auto it = std::sregex_iterator(log.begin(), log.end(), re);
-               it != std::sregex_iterator(); ++it) {
-            if (++seen == occurrence) port = std::stoi((*it)[1].str());
-          }
-          return port > 0;
-        },
-        std::chrono::seconds(15));
-    return port;
+    if (!WaitForLog("ready: ops port", occurrence)) return -1;
+    const std::string log = Log();
+    std::regex re("ready: ops port ([0-9]+)");
+    size_t seen = 0;
+    for (auto it = std::sregex_iterator(log.begin(), log.end(), re); it != std::sregex_iterator();
+         ++it) {
+      if (++seen == occurrence) return std::stoi((*it)[1].str());
+    }
+    return -1;
   }
-  std::string Log() const { return ReadFileOrEmpty(log_path_); }
-
- private:
-  std::string log_path_;
-  pid_t pid_ = -1;
 };
 
 uint64_t DayConsumed(RequestMux& mux) {
