@@ -214,4 +214,42 @@ absl::StatusOr<std::unique_ptr<RequestMux>> RequestMux::Create(Bus* bus, std::st
   return std::unique_ptr<RequestMux>(std::move(mux));
 }
 
+absl::StatusOr<std::string> RequestMux::RequestAndWait(std::string_view subject,
+                                                       std::string_view data,
+                                                       absl::Duration timeout,
+                                                       std::string_view who) {
+  struct Outcome {
+    absl::Mutex mu;
+    bool done = false;
+    absl::StatusOr<std::string> result = absl::UnknownError("no answer");
+  };
+  auto out = std::make_shared<Outcome>();
+  const std::string subj(subject);
+  const std::string service(who);
+  CHASQUI_RETURN_IF_ERROR(Request(
+      subject, data, timeout, [out, subj, service](MuxOutcome outcome, const BusMessage* reply) {
+        absl::StatusOr<std::string> r;
+        switch (outcome) {
+          case MuxOutcome::kReply:
+            r = std::string(reply->data);
+            break;
+          case MuxOutcome::kTimeout:
+            r = absl::DeadlineExceededError(fmt::format("{}: no answer in time", subj));
+            break;
+          case MuxOutcome::kNoResponders:
+            r = absl::UnavailableError(fmt::format("{}: no {} listens", subj, service));
+            break;
+          case MuxOutcome::kClosed:
+            r = absl::CancelledError(fmt::format("{}: client closed", subj));
+            break;
+        }
+        absl::MutexLock lock(&out->mu);
+        out->result = std::move(r);
+        out->done = true;
+      }));
+  absl::MutexLock lock(&out->mu);
+  out->mu.Await(absl::Condition(&out->done));
+  return std::move(out->result);
+}
+
 }  // namespace chasqui

@@ -41,6 +41,12 @@ class RequestMux {
   virtual absl::Status Request(std::string_view subject, std::string_view data,
                                absl::Duration timeout, MuxCallback done) = 0;
 
+  // Request() that blocks the caller until the answer: its bytes, or DeadlineExceeded,
+  // Unavailable (nobody listens: `who` names the service for the message) or Cancelled.
+  // Never call it on the mux's own delivery thread. Thread-safe.
+  absl::StatusOr<std::string> RequestAndWait(std::string_view subject, std::string_view data,
+                                             absl::Duration timeout, std::string_view who);
+
   virtual int64_t InFlight() const = 0;
   // Replies that came after their request had timed out (or for an unknown token).
   virtual int64_t LateReplies() const = 0;

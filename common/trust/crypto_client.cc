@@ -35,38 +35,8 @@ absl::StatusOr<std::unique_ptr<CryptoClient>> CryptoClient::Create(Bus* bus,
 }
 
 absl::StatusOr<std::string> CryptoClient::Request(std::string_view subject,
-                                                  std::string_view data) {
-  struct Outcome {
-    absl::Mutex mu;
-    bool done = false;
-    absl::StatusOr<std::string> result = absl::UnknownError("no answer");
-  };
-  auto out = std::make_shared<Outcome>();
-  const std::string subj(subject);
-  CHASQUI_RETURN_IF_ERROR(mux_->Request(
-      subject, data, timeout_, [out, subj](MuxOutcome outcome, const BusMessage* reply) {
-        absl::StatusOr<std::string> r;
-        switch (outcome) {
-          case MuxOutcome::kReply:
-            r = std::string(reply->data);
-            break;
-          case MuxOutcome::kTimeout:
-            r = absl::DeadlineExceededError(fmt::format("{}: no answer in time", subj));
-            break;
-          case MuxOutcome::kNoResponders:
-            r = absl::UnavailableError(fmt::format("{}: no crypto service listens", subj));
-            break;
-          case MuxOutcome::kClosed:
-            r = absl::CancelledError(fmt::format("{}: client closed", subj));
-            break;
-        }
-        absl::MutexLock lock(&out->mu);
-        out->result = std::move(r);
-        out->done = true;
-      }));
-  absl::MutexLock lock(&out->mu);
-  out->mu.Await(absl::Condition(&out->done));
-  return std::move(out->result);
+                                                std::string_view data) {
+  return mux_->RequestAndWait(subject, data, timeout_, "crypto service");
 }
 
 absl::StatusOr<v1::EnrolmentReply> CryptoClient::Enrol(const v1::EnrolmentRequest& request) {

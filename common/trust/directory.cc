@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "common/core/names.h"
 #include "common/core/status.h"
 #include "fmt/format.h"
 
@@ -149,5 +150,20 @@ int64_t CertificateDirectory::revocation_valid_until_ms() const {
 size_t CertificateDirectory::size() const { return Current()->certs.size(); }
 
 TrustAnchors CertificateDirectory::anchors() const { return Current()->anchors; }
+
+absl::StatusOr<std::shared_ptr<const VerifiedCertificate>> DirectoryLookup::Lookup(
+    std::string_view env, uint64_t serial, int64_t now_ms) const {
+  auto it = directories_.find(std::string(env));
+  if (it == directories_.end()) {
+    return absl::InvalidArgumentError(
+        fmt::format("environment \"{}\" is not served here", Printable(env)));
+  }
+  auto found = it->second->Lookup(serial, now_ms);
+  if (absl::IsNotFound(found.status()) && fetch_) {
+    CHASQUI_RETURN_IF_ERROR(fetch_(*it->second, serial, now_ms));
+    return it->second->Lookup(serial, now_ms);
+  }
+  return found;
+}
 
 }  // namespace chasqui

@@ -12,6 +12,8 @@
 // snapshot and swap it in, so a lookup never sees half an update.
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -75,6 +77,36 @@ class CertificateDirectory {
   // Writers serialise on write_mu_ so two updates never build from the same snapshot.
   absl::Mutex write_mu_;
   std::shared_ptr<const Snapshot> snapshot_ ABSL_GUARDED_BY(mu_);
+};
+
+// Where the certificates of signers come from: people signing control requests, the catalog
+// signing events. An interface so tests can hand in certificates issued by a test root.
+class CertificateLookup {
+ public:
+  virtual ~CertificateLookup() = default;
+  // A certificate usable now in `env`: NotFound (unknown serial), PermissionDenied (revoked),
+  // FailedPrecondition (expired or not yet valid), Unavailable (revocation list missing or
+  // stale), InvalidArgument (env not known here). Thread-safe.
+  virtual absl::StatusOr<std::shared_ptr<const VerifiedCertificate>> Lookup(
+      std::string_view env, uint64_t serial, int64_t now_ms) const = 0;
+};
+
+// CertificateLookup over one CertificateDirectory per environment (not owned; they must
+// outlive the lookup). An optional `fetch` is asked for a serial the directory does not hold
+// (a service asks the crypto service), after which the directory is asked again.
+class DirectoryLookup final : public CertificateLookup {
+ public:
+  using Fetch = std::function<absl::Status(CertificateDirectory& directory, uint64_t serial,
+                                           int64_t now_ms)>;
+  explicit DirectoryLookup(std::map<std::string, CertificateDirectory*> directories,
+                           Fetch fetch = nullptr)
+      : directories_(std::move(directories)), fetch_(std::move(fetch)) {}
+  absl::StatusOr<std::shared_ptr<const VerifiedCertificate>> Lookup(
+      std::string_view env, uint64_t serial, int64_t now_ms) const override;
+
+ private:
+  std::map<std::string, CertificateDirectory*> directories_;
+  Fetch fetch_;
 };
 
 }  // namespace chasqui

@@ -30,15 +30,10 @@ v1::EnrolmentRequest MakeEnrolmentRequest(const v1::EnrolmentRequestBody& body,
   return r;
 }
 
-v1::ControlRequest MakeControlRequest(v1::ControlBody body, std::string_view env,
-                                      uint64_t signer_serial, const SigningKey& key,
-                                      int64_t now_ms) {
-  body.set_env(std::string(env));
-  body.set_signer_serial(signer_serial);
-  body.set_sent_at_ms(now_ms);
-  body.set_nonce(RandomString(16));
+v1::ControlRequest SignControlBody(std::string body_bytes, std::string_view env,
+                                   const SigningKey& key) {
   v1::ControlRequest r;
-  r.set_body(body.SerializeAsString());
+  r.set_body(std::move(body_bytes));
   const SignatureBytes sig = key.Sign(SignedMessage(ControlTag(env), r.body()));
   r.set_signature(std::string(AsView(sig)));
   return r;

@@ -28,10 +28,22 @@ absl::Status FromControlStatus(const v1::ControlStatus& status);
 v1::EnrolmentRequest MakeEnrolmentRequest(const v1::EnrolmentRequestBody& body,
                                           const SigningKey& key);
 
+// Signs serialized control-body bytes under ControlTag(env) with `key`.
+v1::ControlRequest SignControlBody(std::string body_bytes, std::string_view env,
+                                   const SigningKey& key);
+
 // Fills env, signer_serial, sent_at_ms and a fresh nonce in `body` and signs it under
-// ControlTag(env) with `key`, the key of certificate `signer_serial`.
-v1::ControlRequest MakeControlRequest(v1::ControlBody body, std::string_view env,
-                                      uint64_t signer_serial, const SigningKey& key,
-                                      int64_t now_ms);
+// ControlTag(env) with `key`, the key of certificate `signer_serial`. `Body` is any service's
+// control body (crypto's ControlBody, CatalogControlBody, QuotaControlBody): fields 1-4 are
+// the same in all of them.
+template <class Body>
+v1::ControlRequest MakeControlRequest(Body body, std::string_view env, uint64_t signer_serial,
+                                      const SigningKey& key, int64_t now_ms) {
+  body.set_env(std::string(env));
+  body.set_signer_serial(signer_serial);
+  body.set_sent_at_ms(now_ms);
+  body.set_nonce(RandomString(16));
+  return SignControlBody(body.SerializeAsString(), env, key);
+}
 
 }  // namespace chasqui

@@ -27,15 +27,7 @@ absl::StatusOr<Reply> ParseReply(const absl::StatusOr<std::string>& raw, std::st
 v1::ControlRequest MakeCatalogRequest(v1::CatalogControlBody body, std::string_view env,
                                       uint64_t signer_serial, const SigningKey& key,
                                       int64_t now_ms) {
-  body.set_env(std::string(env));
-  body.set_signer_serial(signer_serial);
-  body.set_sent_at_ms(now_ms);
-  body.set_nonce(RandomString(16));
-  v1::ControlRequest r;
-  r.set_body(body.SerializeAsString());
-  const SignatureBytes sig = key.Sign(SignedMessage(ControlTag(env), r.body()));
-  r.set_signature(std::string(AsView(sig)));
-  return r;
+  return MakeControlRequest(std::move(body), env, signer_serial, key, now_ms);
 }
 
 absl::StatusOr<std::unique_ptr<CatalogClient>> CatalogClient::Create(Bus* bus,
@@ -48,38 +40,8 @@ absl::StatusOr<std::unique_ptr<CatalogClient>> CatalogClient::Create(Bus* bus,
 }
 
 absl::StatusOr<std::string> CatalogClient::Request(std::string_view subject,
-                                                   std::string_view data) {
-  struct Outcome {
-    absl::Mutex mu;
-    bool done = false;
-    absl::StatusOr<std::string> result = absl::UnknownError("no answer");
-  };
-  auto out = std::make_shared<Outcome>();
-  const std::string subj(subject);
-  CHASQUI_RETURN_IF_ERROR(mux_->Request(
-      subject, data, timeout_, [out, subj](MuxOutcome outcome, const BusMessage* reply) {
-        absl::StatusOr<std::string> r;
-        switch (outcome) {
-          case MuxOutcome::kReply:
-            r = std::string(reply->data);
-            break;
-          case MuxOutcome::kTimeout:
-            r = absl::DeadlineExceededError(fmt::format("{}: no answer in time", subj));
-            break;
-          case MuxOutcome::kNoResponders:
-            r = absl::UnavailableError(fmt::format("{}: no catalog service listens", subj));
-            break;
-          case MuxOutcome::kClosed:
-            r = absl::CancelledError(fmt::format("{}: client closed", subj));
-            break;
-        }
-        absl::MutexLock lock(&out->mu);
-        out->result = std::move(r);
-        out->done = true;
-      }));
-  absl::MutexLock lock(&out->mu);
-  out->mu.Await(absl::Condition(&out->done));
-  return std::move(out->result);
+                                                 std::string_view data) {
+  return mux_->RequestAndWait(subject, data, timeout_, "catalog service");
 }
 
 absl::StatusOr<v1::CatalogReply> CatalogClient::Change(std::string_view verb,

@@ -40,21 +40,6 @@ std::string CatalogTag(CatalogSignedKind kind, std::string_view env) {
   return "";
 }
 
-absl::StatusOr<std::shared_ptr<const VerifiedCertificate>> DirectoryLookup::Lookup(
-    std::string_view env, uint64_t serial, int64_t now_ms) const {
-  auto it = directories_.find(std::string(env));
-  if (it == directories_.end()) {
-    return absl::InvalidArgumentError(
-        fmt::format("environment \"{}\" is not served here", Printable(env)));
-  }
-  auto found = it->second->Lookup(serial, now_ms);
-  if (absl::IsNotFound(found.status()) && fetch_) {
-    CHASQUI_RETURN_IF_ERROR(fetch_(*it->second, serial, now_ms));
-    return it->second->Lookup(serial, now_ms);
-  }
-  return found;
-}
-
 absl::StatusOr<v1::SignedCatalogMessage> LocalCatalogSigner::Sign(CatalogSignedKind kind,
                                                                   std::string_view body) const {
   v1::SignedCatalogMessage m;

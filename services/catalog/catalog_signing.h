@@ -26,36 +26,6 @@ enum class CatalogSignedKind { kEvent, kSnapshot, kAnnex };
 // chasqui/v1/event/<env>, chasqui/v1/catalog-snapshot/<env>, chasqui/v1/annex/<env>.
 std::string CatalogTag(CatalogSignedKind kind, std::string_view env);
 
-// Where the certificates of signers come from: people signing control requests, the catalog
-// signing events. An interface so tests can hand in certificates issued by a test root.
-class CertificateLookup {
- public:
-  virtual ~CertificateLookup() = default;
-  // A certificate usable now in `env`: NotFound (unknown serial), PermissionDenied (revoked),
-  // FailedPrecondition (expired or not yet valid), Unavailable (revocation list missing or
-  // stale), InvalidArgument (env not known here). Thread-safe.
-  virtual absl::StatusOr<std::shared_ptr<const VerifiedCertificate>> Lookup(
-      std::string_view env, uint64_t serial, int64_t now_ms) const = 0;
-};
-
-// CertificateLookup over one CertificateDirectory per environment (not owned; they must
-// outlive the lookup). An optional `fetch` is asked for a serial the directory does not hold
-// (the catalog service asks the crypto service), after which the directory is asked again.
-class DirectoryLookup final : public CertificateLookup {
- public:
-  using Fetch = std::function<absl::Status(CertificateDirectory& directory, uint64_t serial,
-                                           int64_t now_ms)>;
-  explicit DirectoryLookup(std::map<std::string, CertificateDirectory*> directories,
-                           Fetch fetch = nullptr)
-      : directories_(std::move(directories)), fetch_(std::move(fetch)) {}
-  absl::StatusOr<std::shared_ptr<const VerifiedCertificate>> Lookup(
-      std::string_view env, uint64_t serial, int64_t now_ms) const override;
-
- private:
-  std::map<std::string, CertificateDirectory*> directories_;
-  Fetch fetch_;
-};
-
 // Who signs for the catalog. One function, so the crypto service's signing API
 // (chq.ctl.crypto.sign) can replace the local key later.
 class CatalogSigner {

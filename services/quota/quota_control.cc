@@ -6,6 +6,7 @@
 #include "common/core/names.h"
 #include "common/core/status.h"
 #include "common/crypto/sodium.h"
+#include "common/trust/requests.h"
 #include "common/trust/signed_message.h"
 #include "fmt/format.h"
 #include "services/quota/quota_keys.h"
@@ -32,33 +33,10 @@ bool IsPerson(const VerifiedCertificate& c, v1::CertificateRole role) {
 
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<const VerifiedCertificate>> DirectorySigners::Lookup(
-    std::string_view env, uint64_t serial, int64_t now_ms) const {
-  auto it = directories_.find(std::string(env));
-  if (it == directories_.end()) {
-    return absl::InvalidArgumentError(
-        fmt::format("environment \"{}\" is not served here", Printable(env)));
-  }
-  auto found = it->second->Lookup(serial, now_ms);
-  if (absl::IsNotFound(found.status()) && fetch_) {
-    CHASQUI_RETURN_IF_ERROR(fetch_(*it->second, serial, now_ms));
-    return it->second->Lookup(serial, now_ms);
-  }
-  return found;
-}
-
 v1::ControlRequest MakeQuotaControlRequest(v1::QuotaControlBody body, std::string_view env,
                                            uint64_t signer_serial, const SigningKey& key,
                                            int64_t now_ms) {
-  body.set_env(std::string(env));
-  body.set_signer_serial(signer_serial);
-  body.set_sent_at_ms(now_ms);
-  body.set_nonce(RandomString(16));
-  v1::ControlRequest r;
-  r.set_body(body.SerializeAsString());
-  const SignatureBytes sig = key.Sign(SignedMessage(ControlTag(env), r.body()));
-  r.set_signature(std::string(AsView(sig)));
-  return r;
+  return MakeControlRequest(std::move(body), env, signer_serial, key, now_ms);
 }
 
 absl::StatusOr<QuotaControl::Checked> QuotaControl::Check(std::string_view verb,

@@ -23,34 +23,9 @@
 
 namespace chasqui {
 
-// Where signers' certificates come from. An interface so tests hand in certificates directly.
-class QuotaSigners {
- public:
-  virtual ~QuotaSigners() = default;
-  // A certificate usable now in `env`: NotFound (unknown), PermissionDenied (revoked),
-  // FailedPrecondition (expired), Unavailable (revocation list missing or stale),
-  // InvalidArgument (env not served). Thread-safe.
-  virtual absl::StatusOr<std::shared_ptr<const VerifiedCertificate>> Lookup(
-      std::string_view env, uint64_t serial, int64_t now_ms) const = 0;
-};
-
-// Over one CertificateDirectory per env (not owned). `fetch` (optional) is asked for a serial
-// the directory does not hold (chasqui-quota asks the crypto service), then the directory
-// again.
-class DirectorySigners final : public QuotaSigners {
- public:
-  using Fetch = std::function<absl::Status(CertificateDirectory& directory, uint64_t serial,
-                                           int64_t now_ms)>;
-  explicit DirectorySigners(std::map<std::string, CertificateDirectory*> directories,
-                            Fetch fetch = nullptr)
-      : directories_(std::move(directories)), fetch_(std::move(fetch)) {}
-  absl::StatusOr<std::shared_ptr<const VerifiedCertificate>> Lookup(
-      std::string_view env, uint64_t serial, int64_t now_ms) const override;
-
- private:
-  std::map<std::string, CertificateDirectory*> directories_;
-  Fetch fetch_;
-};
+// Where signers' certificates come from (common/trust/directory.h).
+using QuotaSigners = CertificateLookup;
+using DirectorySigners = DirectoryLookup;
 
 // Requesters' side: fills env, signer_serial, sent_at_ms and a fresh nonce and signs the body
 // with `key`, the key of certificate `signer_serial`.
