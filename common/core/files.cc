@@ -1,6 +1,7 @@
 #include "common/core/files.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -52,13 +53,20 @@ std::string FindExecutable(const std::string& name) {
 absl::Status WriteFileDurably(const std::string& path, std::string_view data, int mode,
                               bool replace) {
   const std::string target = replace ? path + ".tmp" : path;
-  const int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (replace ? O_TRUNC : O_EXCL);
+  const int flags = O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (replace ? O_TRUNC : O_EXCL);
   const int fd = ::open(target.c_str(), flags, mode);
   if (fd < 0) {
     const int err = errno;
     std::string msg = fmt::format("cannot create {}: {}", target, std::strerror(err));
     if (err == EEXIST) return absl::AlreadyExistsError(msg + " (refusing to overwrite it)");
     return absl::PermissionDeniedError(msg);
+  }
+  // A leftover temp file keeps its old mode otherwise (and the umask may narrow `mode`).
+  if (::fchmod(fd, static_cast<mode_t>(mode)) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return absl::PermissionDeniedError(
+        fmt::format("chmod {:o} {}: {}", mode, target, std::strerror(err)));
   }
   size_t done = 0;
   while (done < data.size()) {

@@ -16,7 +16,8 @@ std::string ReadFileOrEmpty(const std::string& path);
 // Writes `data` to `path` with `mode` and fsyncs it before returning. Without `replace`, an
 // existing file is AlreadyExists (O_EXCL: keys are never overwritten); with it, the data goes
 // to `path.tmp` and is renamed over `path`, so a crash leaves the old or the new file, never
-// half of one. PermissionDenied / Internal name the file and the OS's reason.
+// half of one. Never writes through a symlink; the file gets exactly `mode`. PermissionDenied /
+// Internal name the file and the OS's reason.
 absl::Status WriteFileDurably(const std::string& path, std::string_view data, int mode,
                               bool replace);
 

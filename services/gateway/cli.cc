@@ -107,40 +107,16 @@ int Keygen(std::string entity, const std::string& env, const std::string& role_n
   return 0;
 }
 
-// Writes `content` to `path` with mode 0644, never over an existing file (AlreadyExists
-// unless `force`) and never through a symlink. For public files (certificates).
-absl::Status WritePublicFile(const std::string& path, std::string_view content, bool force) {
-  const int flags = O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (force ? O_TRUNC : O_EXCL);
-  const int fd = ::open(path.c_str(), flags, 0644);
-  if (fd < 0) {
-    const int err = errno;
-    if (err == EEXIST) {
-      return absl::AlreadyExistsError(
-          fmt::format("{} exists: refusing to overwrite it (--force replaces it)", path));
-    }
-    return absl::PermissionDeniedError(fmt::format("cannot write {}: {}", path, strerror(err)));
+// A file the command writes for the user: `mode`, fsynced, never through a symlink, never over
+// an existing file unless `force` (then replaced whole, by rename).
+absl::Status WriteUserFile(const std::string& path, std::string_view content, int mode,
+                           bool force) {
+  absl::Status s = chasqui::WriteFileDurably(path, content, mode, /*replace=*/force);
+  if (absl::IsAlreadyExists(s)) {
+    return absl::AlreadyExistsError(
+        fmt::format("{} exists: refusing to overwrite it (--force replaces it)", path));
   }
-  absl::Status st;
-  if (::fchmod(fd, 0644) != 0) {
-    st = absl::PermissionDeniedError(fmt::format("chmod 0644 {}: {}", path, strerror(errno)));
-  }
-  size_t done = 0;
-  while (st.ok() && done < content.size()) {
-    const ssize_t n = ::write(fd, content.data() + done, content.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      st = absl::InternalError(fmt::format("write {}: {}", path, strerror(errno)));
-      break;
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (st.ok() && ::fsync(fd) != 0) {
-    st = absl::InternalError(fmt::format("fsync {}: {}", path, strerror(errno)));
-  }
-  if (::close(fd) != 0 && st.ok()) {
-    st = absl::InternalError(fmt::format("close {}: {}", path, strerror(errno)));
-  }
-  return st;
+  return s;
 }
 
 int Trust(const std::string& out, const std::vector<std::string>& pubs) {
@@ -285,7 +261,7 @@ int Enrol(const NatsLogin& nats, const std::string& key, const std::string& toke
                                      absl::Milliseconds(timeout_ms), chasqui::SystemClock());
   ::explicit_bzero(token.data(), token.size());
   if (!cert.ok()) return Fail(cert.status());
-  if (auto s = WritePublicFile(out, cert->certificate, force); !s.ok()) return Fail(s);
+  if (auto s = WriteUserFile(out, cert->certificate, 0644, force); !s.ok()) return Fail(s);
   std::cout << fmt::format(
       "wrote {} (certificate {}: {} {} of {}, env {}, valid {} .. {} Unix ms, root {})\n"
       "it is public (mode 0644); the key file stays where it is. Sign with both:\n"
@@ -369,42 +345,6 @@ int ServeDemo(const NatsLogin& nats, const std::string& key, const TrustFlags& t
   return 0;
 }
 
-// Writes `content` to `path` with mode 0600, never following a symlink; refuses an existing
-// file (AlreadyExists) unless `force`, which replaces it.
-absl::Status WritePrivateFile(const std::string& path, std::string_view content, bool force) {
-  const int flags = O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (force ? O_TRUNC : O_EXCL);
-  const int fd = ::open(path.c_str(), flags, 0600);
-  if (fd < 0) {
-    const int err = errno;
-    if (err == EEXIST) {
-      return absl::AlreadyExistsError(
-          fmt::format("{} exists: refusing to overwrite it (--force replaces it)", path));
-    }
-    return absl::PermissionDeniedError(fmt::format("cannot write {}: {}", path, strerror(err)));
-  }
-  absl::Status st;
-  // A replaced file keeps its old mode otherwise.
-  if (::fchmod(fd, 0600) != 0) {
-    st = absl::PermissionDeniedError(fmt::format("chmod 0600 {}: {}", path, strerror(errno)));
-  }
-  size_t done = 0;
-  while (st.ok() && done < content.size()) {
-    const ssize_t n = ::write(fd, content.data() + done, content.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      st = absl::InternalError(fmt::format("write {}: {}", path, strerror(errno)));
-      break;
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (st.ok() && ::fsync(fd) != 0) {
-    st = absl::InternalError(fmt::format("fsync {}: {}", path, strerror(errno)));
-  }
-  if (::close(fd) != 0 && st.ok()) {
-    st = absl::InternalError(fmt::format("close {}: {}", path, strerror(errno)));
-  }
-  return st;
-}
 
 // Every key in the trust file, whatever its env (TrustStore keeps one env only).
 absl::StatusOr<std::vector<chasqui::NatsTrustedName>> TrustedNames(const std::string& path) {
@@ -513,7 +453,7 @@ int NatsConfig(const NatsNames& sources, const std::vector<std::string>& envs,
     auto hash = chasqui::BcryptHash(*password, bcrypt_cost);
     if (!hash.ok()) return Fail(hash.status());
     // The password file holds the password alone, no newline.
-    absl::Status written = WritePrivateFile(secret_path(u), *password, force);
+    absl::Status written = WriteUserFile(secret_path(u), *password, 0600, force);
     ::explicit_bzero(password->data(), password->size());
     if (!written.ok()) return Fail(written);
     u.password = *std::move(hash);
@@ -521,7 +461,7 @@ int NatsConfig(const NatsNames& sources, const std::vector<std::string>& envs,
   }
   auto config = chasqui::NatsServerConfig(input);
   if (!config.ok()) return Fail(config.status());
-  if (auto s = WritePrivateFile(out, *config, force); !s.ok()) return Fail(s);
+  if (auto s = WriteUserFile(out, *config, 0600, force); !s.ok()) return Fail(s);
   std::cout << fmt::format("wrote {} (mode 0600; bcrypt hashes, cost {}) with {} users:\n", out,
                            bcrypt_cost, input.users.size());
   for (const auto& u : input.users) {
