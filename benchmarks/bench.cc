@@ -4,6 +4,9 @@
 //
 //   raw      load (RequestMux) -> raw.req.x -> chasqui-forwarder -> raw.svc.x -> echo -> back
 //   secured  Consumer::CallAsync -> chasqui-router --audit=false -> Provider::Serve("echo") -> back
+//   quota    the secured path through a chasqui-router --quota that admits each request from
+//            leases drawn from a real chasqui-quota (its RocksDB in the temp dir), with limits
+//            generous enough that nothing is refused: the cost of enforcing, beside `secured`
 //   audited  the same through a chasqui-router that traces every exchange in chasqui-audit
 //            (its RocksDB in the temp dir) and relays each reply once its record is synced
 //
@@ -86,6 +89,8 @@ struct Config {
   std::string forwarder_bin;
   std::string audit_bin;
   bool skip_audit = false;
+  std::string quota_bin;
+  bool skip_quota = false;
   std::string nats_server_bin = "nats-server";
   std::vector<std::string> router_extra_args;  // passed to chasqui-router as they are
 };
@@ -214,7 +219,7 @@ struct Snapshot {
   double self_cpu = 0;
   uint64_t proc_switches = 0, nats_switches = 0, self_switches = 0;
   double idle_child_cpu = 0;  // the other phase's process, idle but ours
-  double audit_cpu = 0;       // chasqui-audit (audited phase only)
+  double audit_cpu = 0;       // chasqui-audit (audited phase) or chasqui-quota (quota phase)
   double router_audit_ack_sum = 0, router_audit_ack_count = 0;
   MachineCpu machine;
   uint64_t consumer_batches = 0, consumer_signed = 0;
@@ -232,7 +237,7 @@ struct PhaseResult {
   uint64_t error_count = 0;
   double rps = 0, p50_ms = 0, p99_ms = 0, mean_ms = 0, max_ms = 0;
   double proc_cpu_us = 0, nats_cpu_us = 0, bench_cpu_us = 0;        // per request
-  double audit_cpu_us = 0;       // chasqui-audit per request (audited phase)
+  double audit_cpu_us = 0;       // chasqui-audit (audited) or chasqui-quota (quota) per request
   double audit_ack_ms = 0;       // mean wait for the durable ack (audited phase)
   double proc_switches = 0, nats_switches = 0, bench_switches = 0;  // context switches per request
   // Cores busy during the window, on the whole machine and outside this run's processes (other
@@ -511,12 +516,14 @@ Identity CopyIdentity(const Identity& id) {
                   *KxKey::FromSecret(AsView(id.kx.secret().data(), 32))};
 }
 
-// `audit` is the chasqui-audit process the router traces into, or null (--audit=false).
+// `audit` is the chasqui-audit process the router traces into (or the chasqui-quota it draws
+// leases from), whose CPU is counted; null for neither.
 absl::StatusOr<PhaseResult> RunSecured(const Config& config, const std::string& url,
                                        const std::string& payload, const Keys& keys,
                                        int ops_port, ChildProcess& router,
                                        ChildProcess& forwarder, ChildProcess& nats,
-                                       const std::string& name, ChildProcess* audit) {
+                                       const std::string& name, ChildProcess* audit,
+                                       bool ramp_leases = false) {
   CHASQUI_ASSIGN_OR_RETURN(auto provider_bus, ConnectBus(url, "chasqui-bench-provider", config));
   CHASQUI_ASSIGN_OR_RETURN(auto consumer_bus, ConnectBus(url, "chasqui-bench-consumer", config));
   Load load(static_cast<size_t>(std::min(config.seconds * 500'000.0, 100e6)));
@@ -546,6 +553,30 @@ absl::StatusOr<PhaseResult> RunSecured(const Config& config, const std::string& 
     if (r.body != payload) return absl::DataLossError("the echo differs from the request");
     return absl::OkStatus();
   }));
+
+  if (ramp_leases) {
+    // A router's first lease of a grant is small (the enforcer's min_lease): K requests at once
+    // find it spent before the renewal sized to the demand comes back, and are refused
+    // UNAVAILABLE (no_lease). Rounds of K calls until one passes whole, so the measured phase
+    // starts with leases sized to the load, as a router serving a steady grant has them.
+    CHASQUI_RETURN_IF_ERROR(Retry("quota leases sized to the load", [&]() -> absl::Status {
+      std::atomic<int> left{config.inflight};
+      std::atomic<int> refused{0};
+      absl::Notification done;
+      for (int i = 0; i < config.inflight; ++i) {
+        consumer->CallAsync(kProvider, kService, payload, probe_options, [&](CallResult r) {
+          if (!r.status.ok()) refused.fetch_add(1);
+          if (left.fetch_sub(1) == 1) done.Notify();
+        });
+      }
+      done.WaitForNotification();
+      if (refused.load() > 0) {
+        return absl::UnavailableError(fmt::format("{} of {} refused", refused.load(),
+                                                  config.inflight));
+      }
+      return absl::OkStatus();
+    }));
+  }
 
   Consumer* c = consumer.get();
   Provider* p = provider.get();
@@ -656,10 +687,11 @@ std::string ErrorList(const std::map<std::string, uint64_t>& errors) {
   return out;
 }
 
-// `audited` is null when the audited phase was skipped.
+// `quota` and `audited` are null when their phase was skipped.
 void PrintTable(const Config& config, const PhaseResult& raw, const PhaseResult& secured,
-                const PhaseResult* audited) {
+                const PhaseResult* quota, const PhaseResult* audited) {
   std::vector<const PhaseResult*> phases = {&raw, &secured};
+  if (quota != nullptr) phases.push_back(quota);
   if (audited != nullptr) phases.push_back(audited);
   std::cout << fmt::format(
       "chasqui-bench: payload {} B, {} in flight, {:g} s per phase (after {:g} s warm-up), "
@@ -675,6 +707,13 @@ void PrintTable(const Config& config, const PhaseResult& raw, const PhaseResult&
   std::cout << fmt::format("ratio secured/raw: {:.2f}   router CPU / forwarder CPU: {:.2f}\n",
                            Ratio(secured.rps, raw.rps),
                            Ratio(secured.proc_cpu_us, raw.proc_cpu_us));
+  if (quota != nullptr) {
+    std::cout << fmt::format(
+        "ratio quota/secured: {:.3f} ({:+.1f}% throughput)   quota/raw: {:.2f}   router CPU "
+        "with/without quotas: {:.1f} / {:.1f} us/req; chasqui-quota {:.1f} us/req\n",
+        Ratio(quota->rps, secured.rps), 100 * (Ratio(quota->rps, secured.rps) - 1),
+        Ratio(quota->rps, raw.rps), quota->proc_cpu_us, secured.proc_cpu_us, quota->audit_cpu_us);
+  }
   if (audited != nullptr) {
     std::cout << fmt::format(
         "ratio audited/raw: {:.2f}   audited/secured: {:.2f}   router CPU / forwarder CPU: "
@@ -748,7 +787,7 @@ nlohmann::json PhaseJson(const PhaseResult& r) {
 }
 
 void PrintJson(const Config& config, const PhaseResult& raw, const PhaseResult& secured,
-               const PhaseResult* audited) {
+               const PhaseResult* quota, const PhaseResult* audited) {
   nlohmann::json j = {{"payload", config.payload},
                       {"inflight", config.inflight},
                       {"seconds", config.seconds},
@@ -763,6 +802,11 @@ void PrintJson(const Config& config, const PhaseResult& raw, const PhaseResult& 
                         {"provider", secured.provider_batch},
                         {"router_seen", secured.router_batch}}},
                       {"router_verifies_per_req", secured.router_verifies_per_req}};
+  if (quota != nullptr) {
+    j["quota"] = PhaseJson(*quota);  // audit_cpu_us_per_req: chasqui-quota's
+    j["ratio_quota_secured"] = Ratio(quota->rps, secured.rps);
+    j["ratio_quota_raw"] = Ratio(quota->rps, raw.rps);
+  }
   if (audited != nullptr) {
     j["audited"] = PhaseJson(*audited);
     j["ratio_audited_raw"] = Ratio(audited->rps, raw.rps);
@@ -779,6 +823,61 @@ std::string NextTo(const std::filesystem::path& dir, const std::string& relative
   return fallback_name;  // looked up on PATH when started
 }
 
+// The secured phase again, through a router enforcing quotas from a real chasqui-quota. The
+// limits are generous (nothing is refused) but real: a rate, a burst, day and month caps and a
+// provider capacity, so the router counts allowance, splits rates and renews leases as in
+// production; only Admit()'s cost and the lease traffic differ from `secured`.
+absl::StatusOr<PhaseResult> RunQuota(const Config& config, const std::string& url,
+                                     const std::string& payload, const Keys& keys,
+                                     std::vector<std::string> router_args, TempDir& dir,
+                                     ChildProcess& forwarder, ChildProcess& nats) {
+  const nlohmann::json policy = {
+      {"grants",
+       {{{"env", kEnv},
+         {"consumer", kConsumer},
+         {"provider", kProvider},
+         {"service", kService},
+         {"rate_per_second", 5'000'000},
+         {"burst", 1'000'000},
+         {"per_day", 1'000'000'000'000},
+         {"per_month", 10'000'000'000'000}}}},
+      {"providers",
+       {{{"env", kEnv},
+         {"provider", kProvider},
+         {"service", kService},
+         {"rate_per_second", 10'000'000},
+         {"burst", 2'000'000}}}}};
+  CHASQUI_RETURN_IF_ERROR(
+      WriteFileDurably(dir.File("quota-policy.json"), policy.dump(2), 0600, /*replace=*/true));
+  CHASQUI_ASSIGN_OR_RETURN(
+      auto quota, ChildProcess::Start("quota",
+                                      {config.quota_bin, "serve", "--data", dir.File("quota"),
+                                       "--policy", dir.File("quota-policy.json"), "--nats", url,
+                                       "--ops-port", "0"},
+                                      dir.File("quota.log")));
+  CHASQUI_RETURN_IF_ERROR(WaitForChild(*quota, "ready line in its log", [&] {
+    return ReadFileOrEmpty(quota->log_path()).find("ready: ops port") != std::string::npos;
+  }));
+  *(std::find(router_args.begin(), router_args.end(), "--id") + 1) =
+      std::string(kRouterId) + "-quota";
+  router_args.push_back("--quota");
+  CHASQUI_ASSIGN_OR_RETURN(auto router,
+                           ChildProcess::Start("router", router_args, dir.File("router-quota.log")));
+  int ops_port = 0;
+  CHASQUI_RETURN_IF_ERROR(WaitForRouter(*router, &ops_port));
+  auto phase = RunSecured(config, url, payload, keys, ops_port, *router, forwarder, nats, "quota",
+                          quota.get(), /*ramp_leases=*/true);
+  if (!phase.ok() && !absl::IsCancelled(phase.status())) {
+    return absl::Status(phase.status().code(),
+                        fmt::format("quota phase: {}\nrouter log:\n{}\nquota log:\n{}",
+                                    MessageOf(phase.status()), router->LogTail(),
+                                    quota->LogTail()));
+  }
+  router->Stop();
+  quota->Stop();
+  return phase;
+}
+
 // Returns the process exit code: 0 clean, 1 errors in a phase, 2 the run could not happen.
 absl::StatusOr<int> Run(Config config) {
   std::error_code ec;
@@ -792,6 +891,9 @@ absl::StatusOr<int> Run(Config config) {
   }
   if (config.audit_bin.empty()) {
     config.audit_bin = NextTo(exe_dir, "../services/audit/chasqui-audit", "chasqui-audit");
+  }
+  if (config.quota_bin.empty()) {
+    config.quota_bin = NextTo(exe_dir, "../services/quota/chasqui-quota", "chasqui-quota");
   }
 
   CHASQUI_ASSIGN_OR_RETURN(auto dir, TempDir::Create("chasqui-bench"));
@@ -881,9 +983,15 @@ absl::StatusOr<int> Run(Config config) {
                         fmt::format("secured phase: {}\nrouter log:\n{}",
                                     MessageOf(secured.status()), router->LogTail()));
   }
-  // Both routers would share the queue group: the untraced one leaves before the traced one
-  // comes.
+  // Both routers would share the queue group: the untraced one leaves before the next comes.
   router->Stop();
+
+  std::optional<PhaseResult> quota;
+  if (!config.skip_quota) {
+    auto phase = RunQuota(config, url, payload, keys, router_args, *dir, *forwarder, *nats);
+    if (!phase.ok()) return phase.status();
+    quota = *std::move(phase);
+  }
 
   std::optional<PhaseResult> audited;
   std::unique_ptr<ChildProcess> audit, audited_router;
@@ -913,8 +1021,9 @@ absl::StatusOr<int> Run(Config config) {
     audited = *std::move(phase);
   }
   const PhaseResult* audited_ptr = audited ? &*audited : nullptr;
-  PrintTable(config, *raw, *secured, audited_ptr);
-  if (config.json) PrintJson(config, *raw, *secured, audited_ptr);
+  const PhaseResult* quota_ptr = quota ? &*quota : nullptr;
+  PrintTable(config, *raw, *secured, quota_ptr, audited_ptr);
+  if (config.json) PrintJson(config, *raw, *secured, quota_ptr, audited_ptr);
 
   // Stop the children before the temp dir goes (they are also stopped on every error path).
   forwarder->Stop();
@@ -922,8 +1031,9 @@ absl::StatusOr<int> Run(Config config) {
   if (audit) audit->Stop();
   nats->Stop();
   if (config.keep_dir) std::cout << "logs and keys kept in " << dir->path() << "\n";
-  return raw->error_count + secured->error_count + (audited ? audited->error_count : 0) > 0 ? 1
-                                                                                            : 0;
+  const uint64_t errors = raw->error_count + secured->error_count +
+                          (quota ? quota->error_count : 0) + (audited ? audited->error_count : 0);
+  return errors > 0 ? 1 : 0;
 }
 
 }  // namespace
@@ -959,6 +1069,9 @@ int main(int argc, char** argv) {
   app.add_option("--audit-bin", config.audit_bin,
                  "chasqui-audit (default: ../services/audit/ next to this binary)");
   app.add_flag("--skip-audit", config.skip_audit, "leave out the audited phase");
+  app.add_option("--quota-bin", config.quota_bin,
+                 "chasqui-quota (default: ../services/quota/ next to this binary)");
+  app.add_flag("--skip-quota", config.skip_quota, "leave out the phase with quotas enforced");
   CLI11_PARSE(app, argc, argv);
 
   std::signal(SIGPIPE, SIG_IGN);

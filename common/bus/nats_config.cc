@@ -141,23 +141,34 @@ NatsPermissions NatsPermissionsFor(NatsUserRole role, std::string_view entity,
     case NatsUserRole::kEntity:
       // Its gateway sends its own requests, serves its own services (queue groups included)
       // and reads its own replies; it answers a router only through the response permission.
-      // It enrols, fetches certificates, talks to the catalog and follows revocations; the
-      // answers come to its own inbox.
+      // It enrols, fetches certificates, talks to the catalog (snapshot and events included)
+      // and follows revocations and the catalog's changes; the answers come to its own inbox.
+      // It reads the audit trail (signed queries and reports; the service narrows them), and its
+      // people read quota usage and send quota requests and decisions.
       p.publish_allow = {fmt::format("chq.{}.req.{}.>", env, entity), "chq.ctl.crypto.enrol",
-                         "chq.ctl.crypto.directory", "chq.ctl.catalog.>"};
+                         "chq.ctl.crypto.directory", "chq.ctl.catalog.>",
+                         "chq.ctl.audit.query",      "chq.ctl.audit.report",
+                         "chq.ctl.quota.usage",      "chq.ctl.quota.request",
+                         "chq.ctl.quota.decide"};
       p.subscribe_allow = {fmt::format("chq.{}.svc.{}.>", env, entity),
-                           fmt::format("_INBOX.{}.{}.>", env, entity), "chq.evt.crypto.revoked"};
+                           fmt::format("_INBOX.{}.{}.>", env, entity), "chq.evt.crypto.revoked",
+                           "chq.evt.catalog.>"};
       p.allow_responses = true;
       break;
     case NatsUserRole::kRouter:
       // Forwards to providers and answers consumers (replies, error envelopes, relays); traces,
-      // reads grants and certificates, and follows the crypto service's and catalog's events.
+      // reads grants and certificates, draws and returns quota leases, and follows the crypto
+      // service's and catalog's events and the quota policy changes; enrols its own key. Every
+      // answer comes back under its own `_INBOX._router.<env>.` (RouterPolicies: `.<id>.catalog`,
+      // `.<id>.quota`).
       p.publish_allow = {fmt::format("chq.{}.svc.>", env),  fmt::format("_INBOX.{}.>", env),
                          "chq.ctl.audit.append",            "chq.ctl.catalog.snapshot",
-                         "chq.ctl.catalog.events",          "chq.ctl.crypto.directory"};
+                         "chq.ctl.catalog.events",          "chq.ctl.crypto.enrol",
+                         "chq.ctl.crypto.directory",        "chq.ctl.quota.lease",
+                         "chq.ctl.quota.return"};
       p.subscribe_allow = {fmt::format("chq.{}.req.>", env),
                            fmt::format("_INBOX._router.{}.>", env), "chq.evt.crypto.>",
-                           "chq.evt.catalog.>"};
+                           "chq.evt.catalog.>", "chq.evt.quota.policy"};
       p.allow_responses = false;
       break;
     case NatsUserRole::kService:
@@ -165,11 +176,19 @@ NatsPermissions NatsPermissionsFor(NatsUserRole role, std::string_view entity,
       // take every request for itself), answers them once each, publishes its own events.
       p.publish_allow = {fmt::format("chq.evt.{}.>", entity)};
       if (entity != "crypto") {
+        // Enrols its own key (chasqui-catalog enrol, chasqui enrol --role audit), then asks.
+        p.publish_allow.push_back("chq.ctl.crypto.enrol");
         p.publish_allow.push_back("chq.ctl.crypto.sign");
         p.publish_allow.push_back("chq.ctl.crypto.directory");
       }
       p.subscribe_allow = {fmt::format("chq.ctl.{0}.> chq.{0}", entity),
                            NatsServiceInboxPrefix(entity, env) + ".>", "chq.evt.crypto.>"};
+      if (entity == "quota") {
+        // Its policies follow the catalog (chasqui-quota serve --catalog).
+        p.publish_allow.push_back("chq.ctl.catalog.snapshot");
+        p.publish_allow.push_back("chq.ctl.catalog.events");
+        p.subscribe_allow.push_back("chq.evt.catalog.>");
+      }
       p.allow_responses = true;
       break;
   }

@@ -7,7 +7,10 @@
 #include "common/core/log.h"
 #include "common/core/status.h"
 #include "fmt/format.h"
+#include "common/core/names.h"
+#include "common/envelope/errors.h"
 #include "services/audit/audit_metrics.h"
+#include "services/audit/audit_report.h"
 #include "services/audit/audit_schema.h"
 
 namespace chasqui::audit {
@@ -31,6 +34,7 @@ absl::StatusOr<std::unique_ptr<AuditChain>> AuditChain::Open(const AuditChainOpt
     return absl::InvalidArgumentError("audit chain: store and signer are required");
   }
   std::unique_ptr<AuditChain> chain(new AuditChain(options, store, signer, clock, metrics));
+  CHASQUI_ASSIGN_OR_RETURN(chain->zone_, LoadReportZone(options.report_zone));
   CHASQUI_RETURN_IF_ERROR(chain->Recover());
   chain->writer_ = std::thread([c = chain.get()] { c->Run(); });
   return chain;
@@ -39,6 +43,21 @@ absl::StatusOr<std::unique_ptr<AuditChain>> AuditChain::Open(const AuditChainOpt
 absl::Status AuditChain::Recover() {
   head_hash_ = GenesisHash();
   next_seq_ = 1;
+  // A pruned store starts at the marker's first_seq, linked to the marker's genesis.
+  auto pruned = store_->Get(kPruneKey);
+  if (pruned.ok()) {
+    v1::PruneMarker marker;
+    if (!marker.ParseFromString(*pruned) || marker.genesis_hash().size() != kLinkHashBytes) {
+      return absl::DataLossError(fmt::format(
+          "audit store {}: the prune marker does not parse; run `chasqui-audit verify`",
+          store_->path()));
+    }
+    head_hash_ = marker.genesis_hash();
+    next_seq_ = marker.first_seq();
+  } else if (!absl::IsNotFound(pruned.status())) {
+    return pruned.status();
+  }
+  const uint64_t first_seq = next_seq_;
   auto last = store_->Last(kRecordPrefix, kRecordEnd);
   if (last.ok()) {
     v1::StoredRecord rec;
@@ -66,7 +85,7 @@ absl::Status AuditChain::Recover() {
     }
   } else if (!absl::IsNotFound(head.status())) {
     return head.status();
-  } else if (next_seq_ != 1) {
+  } else if (next_seq_ != first_seq) {
     return absl::DataLossError(fmt::format(
         "audit store {}: records but no head marker; run `chasqui-audit verify`", store_->path()));
   }
@@ -273,6 +292,9 @@ bool AuditChain::CommitGroup(std::vector<Pending>& group) {
   std::string hash = head_hash_;
   const int64_t now = clock_.NowUnixMillis();
   absl::Status store_error;
+  // The per-day aggregates this group touches, read once from the store, written with it.
+  absl::flat_hash_map<std::string, v1::DayAggregate> aggregates;
+  std::vector<const v1::AuditRecord*> recorded;
 
   for (size_t i = 0; i < group.size(); ++i) {
     v1::ChainEntry& entry = group[i].entry;
@@ -304,6 +326,26 @@ bool AuditChain::CommitGroup(std::vector<Pending>& group) {
     batch.Put(RecordKey(seq), stored.SerializeAsString());
     batch.Put(unique, SeqAndHash(seq, hash));
     for (const std::string& k : IndexKeys(entry, seq)) batch.Put(k, "");
+    if (entry.has_record()) {
+      const v1::AuditRecord& r = entry.record();
+      const std::string key = AggregateKey(DayOf(r.received_at_ms(), zone_), r);
+      auto [it, fresh] = aggregates.try_emplace(key);
+      if (fresh) {
+        auto stored_aggregate = store_->Get(key);
+        if (stored_aggregate.ok()) {
+          if (!it->second.ParseFromString(*stored_aggregate)) {
+            store_error = absl::DataLossError(fmt::format(
+                "audit store {}: aggregate {} does not parse", store_->path(), Printable(key)));
+            break;
+          }
+        } else if (!absl::IsNotFound(stored_aggregate.status())) {
+          store_error = stored_aggregate.status();
+          break;
+        }
+      }
+      AddToAggregate(r, it->second);
+      recorded.push_back(&r);
+    }
     in_group.emplace(unique, seq);
     outcomes[i].result = seq;
     outcomes[i].durable = true;
@@ -312,6 +354,7 @@ bool AuditChain::CommitGroup(std::vector<Pending>& group) {
 
   uint64_t written = seq - first_seq;
   if (store_error.ok() && written > 0) {
+    for (const auto& [key, aggregate] : aggregates) batch.Put(key, aggregate.SerializeAsString());
     batch.Put(kHeadKey, SeqAndHash(seq - 1, hash));
     const uint64_t saved_next = next_seq_;
     const std::string saved_hash = head_hash_;
@@ -357,6 +400,11 @@ bool AuditChain::CommitGroup(std::vector<Pending>& group) {
     metrics_->chain_length().Set(static_cast<double>(next_seq_ - 1));
     metrics_->CountAppended("durable", static_cast<double>(written));
     metrics_->CountAppended("replayed", static_cast<double>(group.size() - written));
+    for (const v1::AuditRecord* r : recorded) {
+      metrics_->CountExchange(r->env().empty() ? options_.env : r->env(), r->consumer(),
+                              r->provider(), r->service(), CodeName(r->outcome()),
+                              LatencyMs(*r));
+    }
   }
   // Only now, after the synced write returned, does anyone learn an outcome.
   for (size_t i = 0; i < group.size(); ++i) group[i].done(std::move(outcomes[i].result));

@@ -5,7 +5,8 @@
 // queued, refuses duplicates of (sender, request id) (and of a refusal count's key), gives each
 // new entry the next sequence number, links it to the previous one
 // (hash = BLAKE2b(tag || prev_hash || entry bytes)), writes records, indexes and head in ONE
-// synced batch, and only after that write returned calls each entry's callback. Nothing is
+// synced batch, and only after that write returned calls each entry's callback. The per-day
+// aggregates of the new records (audit_report.h) are updated in that same batch. Nothing is
 // ever written with Durability::kBuffered. A checkpoint (the signed head) is written every
 // `checkpoint_every_records` records or `checkpoint_every_ms`, whichever comes first, in the
 // same synced batch as the records it covers, or alone when the timer fires.
@@ -32,6 +33,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "chasqui/v1/audit.pb.h"
 #include "common/core/clock.h"
 #include "common/store/kv_store.h"
@@ -49,6 +51,8 @@ struct AuditChainOptions {
   size_t max_group_entries = 4096;
   // Most entries waiting for the writer; beyond it Append answers Unavailable at once.
   size_t max_queued_entries = 100'000;
+  // The zone whose days the per-day aggregates (audit_report.h) are kept in.
+  std::string report_zone = "America/La_Paz";
 };
 
 // The outcome of one append: the durable seq; AlreadyExists for a duplicate (the message names
@@ -59,7 +63,8 @@ using AppendCallback = std::function<void(absl::StatusOr<uint64_t> seq)>;
 class AuditChain {
  public:
   // `store`, `signer`, `clock` and `metrics` (may be null) must outlive the chain. Reads the
-  // head and starts the writer thread. The store's errors (DataLoss for corruption).
+  // head and starts the writer thread. The store's errors (DataLoss for corruption);
+  // InvalidArgument for an unknown report zone.
   static absl::StatusOr<std::unique_ptr<AuditChain>> Open(const AuditChainOptions& options,
                                                           KvStore* store,
                                                           CheckpointSigner* signer,
@@ -112,6 +117,7 @@ class AuditChain {
   CheckpointSigner* const signer_;
   const Clock& clock_;
   AuditMetrics* const metrics_;
+  absl::TimeZone zone_;
 
   mutable absl::Mutex mu_;
   std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);

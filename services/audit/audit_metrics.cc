@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "services/audit/audit_report.h"
+
 namespace chasqui::audit {
 
 AuditMetrics::AuditMetrics(prometheus::Registry& registry)
@@ -13,9 +15,25 @@ AuditMetrics::AuditMetrics(prometheus::Registry& registry)
       malformed_(prometheus::BuildCounter()
                      .Name("chasqui_audit_malformed_requests_total")
                      .Help("Append or query requests refused before any entry was looked at")
-                     .Register(registry)) {
+                     .Register(registry)),
+      exchanges_(prometheus::BuildCounter()
+                     .Name("chasqui_audit_exchanges_total")
+                     .Help("Exchanges (and refusals after authentication) recorded durably, by "
+                           "env, consumer, provider, service and outcome")
+                     .Register(registry)),
+      reads_(prometheus::BuildCounter()
+                 .Name("chasqui_audit_reads_total")
+                 .Help("Signed queries and reports answered, by verb and code (OK or the "
+                       "refusal's)")
+                 .Register(registry)),
+      latency_(prometheus::BuildHistogram()
+                   .Name("chasqui_audit_exchange_latency_seconds")
+                   .Help("Replied minus received time of recorded exchanges, by service and "
+                         "outcome")
+                   .Register(registry)) {
   // Present at 0 from the start, so the first increase shows.
   for (const char* o : {"durable", "replayed", "rejected", "failed"}) appended_.Add({{"outcome", o}});
+  for (const char* v : {"query", "report"}) reads_.Add({{"verb", v}, {"code", "OK"}});
   for (const char* r : {"parse", "empty", "too_large", "no_reply_subject"}) {
     malformed_.Add({{"reason", r}});
   }
@@ -61,6 +79,30 @@ AuditMetrics::AuditMetrics(prometheus::Registry& registry)
 
 void AuditMetrics::CountAppended(std::string_view outcome, double n) {
   appended_.Add({{"outcome", std::string(outcome)}}).Increment(n);
+}
+
+void AuditMetrics::CountExchange(std::string_view env, std::string_view consumer,
+                                 std::string_view provider, std::string_view service,
+                                 std::string_view outcome, int64_t latency_ms) {
+  exchanges_
+      .Add({{"env", std::string(env)},
+            {"consumer", std::string(consumer)},
+            {"provider", std::string(provider)},
+            {"service", std::string(service)},
+            {"outcome", std::string(outcome)}})
+      .Increment();
+  if (latency_ms < 0) return;
+  static const prometheus::Histogram::BucketBoundaries kBounds = [] {
+    prometheus::Histogram::BucketBoundaries b;
+    for (uint64_t ms : kLatencyBoundsMs) b.push_back(static_cast<double>(ms) / 1000.0);
+    return b;
+  }();
+  latency_.Add({{"service", std::string(service)}, {"outcome", std::string(outcome)}}, kBounds)
+      .Observe(static_cast<double>(latency_ms) / 1000.0);
+}
+
+void AuditMetrics::CountRead(std::string_view verb, std::string_view code) {
+  reads_.Add({{"verb", std::string(verb)}, {"code", std::string(code)}}).Increment();
 }
 
 void AuditMetrics::CountMalformed(std::string_view reason) {

@@ -1,7 +1,8 @@
 #pragma once
-// The audit service's Prometheus series. Labels are fixed sets (outcomes, reasons), never ids,
-// consumers or end users. Thread-safe.
+// The audit service's Prometheus series. Labels are fixed sets (outcomes, reasons) or catalog
+// names (env, consumer, provider, service), never ids or end users. Thread-safe.
 
+#include <cstdint>
 #include <string_view>
 
 #include "prometheus/counter.h"
@@ -20,6 +21,14 @@ class AuditMetrics {
   void CountAppended(std::string_view outcome, double n = 1);
   // reason: parse, empty, too_large, no_reply_subject.
   void CountMalformed(std::string_view reason);
+  // A signed query or report answered: verb query|report, code OK or the refusal's code name.
+  void CountRead(std::string_view verb, std::string_view code);
+
+  // One durable exchange record: chasqui_audit_exchanges_total{env,consumer,provider,service,
+  // outcome}, and its latency (replied - received; `latency_ms` < 0: none) in
+  // chasqui_audit_exchange_latency_seconds{service,outcome}. The same counts as the reports.
+  void CountExchange(std::string_view env, std::string_view consumer, std::string_view provider,
+                     std::string_view service, std::string_view outcome, int64_t latency_ms);
 
   prometheus::Histogram& sync_seconds() { return *sync_seconds_; }
   prometheus::Histogram& group_size() { return *group_size_; }
@@ -32,6 +41,9 @@ class AuditMetrics {
  private:
   prometheus::Family<prometheus::Counter>& appended_;
   prometheus::Family<prometheus::Counter>& malformed_;
+  prometheus::Family<prometheus::Counter>& exchanges_;
+  prometheus::Family<prometheus::Counter>& reads_;
+  prometheus::Family<prometheus::Histogram>& latency_;
   prometheus::Histogram* sync_seconds_;
   prometheus::Histogram* group_size_;
   prometheus::Gauge* backlog_;

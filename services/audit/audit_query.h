@@ -3,9 +3,8 @@
 // range, paginated, through the secondary index keys (audit_schema.h). Used by the service's
 // chq.ctl.audit.query handler and by `chasqui-audit query`, which reads the store directly.
 //
-// Access control by certificate role (a consumer sees its own queries, a publisher the
-// consumption of its services, an operator everything) is not here yet: callers of this
-// function must decide what the asker may see (see the service's README section).
+// No access control here: the service narrows each signed request to what its signer may read
+// first (audit_access.h); `chasqui-audit query --data` is an operator's, on the audit host.
 
 #include "absl/status/statusor.h"
 #include "chasqui/v1/audit.pb.h"

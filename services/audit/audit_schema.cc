@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "common/core/names.h"
 #include "common/core/status.h"
 #include "common/envelope/envelope.h"
 #include "common/store/kv_store.h"
@@ -154,6 +155,47 @@ std::vector<std::string> IndexKeys(const v1::ChainEntry& entry, uint64_t seq) {
   keys.push_back(IndexPrefix(IndexField::kEndUser, {r.consumer(), r.end_user()}) + suffix);
   keys.push_back(IndexPrefix(IndexField::kOutcome, {code}) + suffix);
   return keys;
+}
+
+std::string AggregateDayStart(std::string_view day) {
+  return std::string(kAggregatePrefix) + std::string(day);
+}
+
+std::string AggregateKey(std::string_view day, const v1::AuditRecord& r) {
+  std::string key = AggregateDayStart(day);
+  AppendLengthPrefixed(key, r.consumer());
+  AppendLengthPrefixed(key, r.provider());
+  AppendLengthPrefixed(key, r.service());
+  const uint32_t code = static_cast<uint32_t>(r.outcome());
+  for (int shift = 24; shift >= 0; shift -= 8) key.push_back(static_cast<char>((code >> shift) & 0xff));
+  return key;
+}
+
+absl::StatusOr<AggregateKeyParts> ParseAggregateKey(std::string_view key) {
+  constexpr size_t kDayChars = 10;  // YYYY-MM-DD
+  const size_t prefix = sizeof(kAggregatePrefix) - 1;
+  auto bad = [&] {
+    return absl::InvalidArgumentError(fmt::format("not an aggregate key: {}", Printable(key)));
+  };
+  if (key.size() < prefix + kDayChars + 3 * 2 + 4 || key.substr(0, prefix) != kAggregatePrefix) {
+    return bad();
+  }
+  AggregateKeyParts parts;
+  parts.day = std::string(key.substr(prefix, kDayChars));
+  std::string_view rest = key.substr(prefix + kDayChars);
+  for (std::string* out : {&parts.consumer, &parts.provider, &parts.service}) {
+    if (rest.size() < 2) return bad();
+    const size_t n = (static_cast<uint8_t>(rest[0]) << 8) | static_cast<uint8_t>(rest[1]);
+    if (rest.size() < 2 + n) return bad();
+    *out = std::string(rest.substr(2, n));
+    rest.remove_prefix(2 + n);
+  }
+  if (rest.size() != 4) return bad();
+  uint32_t code = 0;
+  for (char ch : rest) code = (code << 8) | static_cast<uint8_t>(ch);
+  if (!v1::Code_IsValid(static_cast<int>(code))) return bad();
+  parts.outcome = static_cast<v1::Code>(code);
+  return parts;
 }
 
 std::string CheckpointTag(std::string_view env) {

@@ -7,6 +7,8 @@
 //   c/<seq BE64>                    -> Checkpoint (signed head at seq)
 //   i/<field><len-prefixed value>…<time BE64><seq BE64> -> "" (secondary indexes for queries)
 //   m/head                          -> seq BE64 || link hash: the head as of the last write
+//   m/pruned                        -> PruneMarker: records before its first_seq were pruned
+//   a/<day><len-prefixed consumer, provider, service><outcome BE32> -> DayAggregate
 //
 // Everything for one group commit goes into one synced KvBatch, so the indexes, the head and
 // the records never disagree after a crash.
@@ -29,6 +31,9 @@ inline constexpr char kCheckpointPrefix[] = "c/";
 inline constexpr char kCheckpointEnd[] = "c0";
 inline constexpr char kIndexPrefix[] = "i/";
 inline constexpr char kHeadKey[] = "m/head";
+inline constexpr char kPruneKey[] = "m/pruned";
+inline constexpr char kAggregatePrefix[] = "a/";
+inline constexpr char kAggregateEnd[] = "a0";
 
 inline constexpr size_t kLinkHashBytes = 32;
 
@@ -69,6 +74,20 @@ std::string IndexPrefix(IndexField field, const std::vector<std::string_view>& v
 std::vector<std::string> IndexKeys(const v1::ChainEntry& entry, uint64_t seq);
 // The time an entry is indexed under (received_at_ms, or interval_start_ms).
 int64_t EntryTimeMs(const v1::ChainEntry& entry);
+
+// The per-day aggregate of a record: day is YYYY-MM-DD in the report zone.
+std::string AggregateKey(std::string_view day, const v1::AuditRecord& record);
+// The first key of `day` (scan from here to AggregateDayStart of the day after).
+std::string AggregateDayStart(std::string_view day);
+struct AggregateKeyParts {
+  std::string day;
+  std::string consumer;
+  std::string provider;
+  std::string service;
+  v1::Code outcome = v1::OK;
+};
+// InvalidArgument if `key` is not an aggregate key.
+absl::StatusOr<AggregateKeyParts> ParseAggregateKey(std::string_view key);
 
 // Domain tag and signed bytes of a checkpoint (DESIGN.md: the verifier builds the tag from its
 // own environment).

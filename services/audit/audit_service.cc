@@ -7,6 +7,7 @@
 #include "common/core/log.h"
 #include "common/core/status.h"
 #include "fmt/format.h"
+#include "common/envelope/errors.h"
 #include "services/audit/audit_query.h"
 
 namespace chasqui::audit {
@@ -38,12 +39,25 @@ void Fill(v1::RecordAck* ack, const absl::StatusOr<uint64_t>& result) {
   ack->set_error(std::string(MessageOf(s)));
 }
 
+// What a read asked for, for the log: the filters that name entities, never an end user.
+std::string Describe(const v1::AuditControlBody& body) {
+  if (body.has_report()) {
+    const v1::ReportRequest& r = body.report();
+    return fmt::format("consumer={} provider={} service={} days {}..{}", r.consumer(),
+                       r.provider(), r.service(), r.from_day(), r.to_day());
+  }
+  const v1::QueryRequest& q = body.query();
+  return fmt::format("consumer={} provider={} service={} from_ms={} to_ms={}", q.consumer(),
+                     q.provider(), q.service(), q.from_ms(), q.to_ms());
+}
+
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<AuditService>> AuditService::Start(Bus* bus, AuditChain* chain,
-                                                                  KvStore* store,
-                                                                  AuditMetrics* metrics) {
-  std::unique_ptr<AuditService> service(new AuditService(bus, chain, store, metrics));
+absl::StatusOr<std::unique_ptr<AuditService>> AuditService::Start(
+    Bus* bus, AuditChain* chain, KvStore* store, AuditMetrics* metrics,
+    AuditServiceOptions options) {
+  std::unique_ptr<AuditService> service(
+      new AuditService(bus, chain, store, metrics, std::move(options)));
   AuditService* s = service.get();
   CHASQUI_ASSIGN_OR_RETURN(
       service->append_sub_,
@@ -53,14 +67,22 @@ absl::StatusOr<std::unique_ptr<AuditService>> AuditService::Start(Bus* bus, Audi
       service->query_sub_,
       bus->QueueSubscribe(kQuerySubject, kQueueGroup,
                           [s](const BusMessage& m) { s->HandleQuery(m); }));
+  CHASQUI_ASSIGN_OR_RETURN(
+      service->report_sub_,
+      bus->QueueSubscribe(kReportSubject, kQueueGroup,
+                          [s](const BusMessage& m) { s->HandleReport(m); }));
   CHASQUI_RETURN_IF_ERROR(bus->Flush(absl::Seconds(5)));
-  CHQ_LOG_INFO("audit serving {} and {} (queue {})", kAppendSubject, kQuerySubject, kQueueGroup);
+  CHQ_LOG_INFO("audit serving {}, {} and {} (queue {}); reads {}", kAppendSubject, kQuerySubject,
+               kReportSubject, kQueueGroup,
+               service->options_.access == nullptr ? "refused (no --anchors)"
+                                                   : "signed and narrowed by certificate");
   return service;
 }
 
 AuditService::~AuditService() {
   append_sub_.reset();
   query_sub_.reset();
+  report_sub_.reset();
 }
 
 absl::Status AuditService::Ready() const {
@@ -71,7 +93,7 @@ absl::Status AuditService::Ready() const {
 
 absl::Status AuditService::Drain(absl::Duration timeout) {
   absl::Status first;
-  for (auto* sub : {&append_sub_, &query_sub_}) {
+  for (auto* sub : {&append_sub_, &query_sub_, &report_sub_}) {
     if (*sub == nullptr) continue;
     absl::Status s = (*sub)->Drain(timeout);
     if (first.ok()) first = s;
@@ -146,33 +168,66 @@ void AuditService::HandleAppend(const BusMessage& msg) {
   }
 }
 
-void AuditService::HandleQuery(const BusMessage& msg) {
+absl::StatusOr<AuditAccess::Checked> AuditService::CheckRead(std::string_view verb,
+                                                             const BusMessage& msg) {
+  absl::Status refused;
+  if (options_.access == nullptr) {
+    refused = absl::UnavailableError(fmt::format(
+        "{}: this audit service verifies no signed requests (started without --anchors)", verb));
+  } else {
+    auto checked = options_.access->Check(verb, msg.data);
+    if (checked.ok()) return checked;
+    refused = checked.status();
+  }
+  const v1::Code code = ChasquiCode(refused);
+  if (metrics_ != nullptr) metrics_->CountRead(verb, CodeName(code));
+  CHQ_LOG_WARN("audit {} refused ({}): {}", verb, CodeName(code), MessageOf(refused));
+  return refused;
+}
+
+template <class Response, class Run>
+void AuditService::AnswerRead(std::string_view verb, const BusMessage& msg, Run run) {
   if (msg.reply.empty()) {
     if (metrics_ != nullptr) metrics_->CountMalformed("no_reply_subject");
     return;
   }
-  v1::QueryRequest request;
-  v1::QueryResponse response;
-  if (!request.ParseFromArray(msg.data.data(), static_cast<int>(msg.data.size()))) {
-    if (metrics_ != nullptr) metrics_->CountMalformed("parse");
-    response.mutable_error()->set_code(v1::BAD_REQUEST);
-    response.mutable_error()->set_message(
-        fmt::format("QueryRequest: {} bytes that do not parse", msg.data.size()));
+  Response response;
+  absl::Status status;
+  if (auto checked = CheckRead(verb, msg); !checked.ok()) {
+    status = checked.status();
+  } else if (auto result = run(checked->body); !result.ok()) {
+    status = result.status();
+    if (metrics_ != nullptr) metrics_->CountRead(verb, CodeName(ChasquiCode(status)));
+    CHQ_LOG_WARN("audit {} by certificate {} failed: {}", verb, checked->reader.serial,
+                 MessageOf(status));
   } else {
-    auto result = RunQuery(*store_, request);
-    if (result.ok()) {
-      response = *std::move(result);
-      if (metrics_ != nullptr) metrics_->queries().Increment();
-    } else {
-      response.mutable_error()->set_code(absl::IsInvalidArgument(result.status())
-                                             ? v1::BAD_REQUEST
-                                             : v1::UNAVAILABLE);
-      response.mutable_error()->set_message(std::string(MessageOf(result.status())));
-    }
+    response = *std::move(result);
+    if (metrics_ != nullptr) metrics_->CountRead(verb, "OK");
+    CHQ_LOG_INFO("audit {} by certificate {} ({}): {}", verb, checked->reader.serial,
+                 checked->reader.all ? "operator" : checked->reader.entity,
+                 Describe(checked->body));
+  }
+  if (!status.ok()) {
+    response.mutable_error()->set_code(ChasquiCode(status));
+    response.mutable_error()->set_message(std::string(MessageOf(status)));
   }
   if (absl::Status s = bus_->Publish(msg.reply, response.SerializeAsString()); !s.ok()) {
-    CHQ_LOG_WARN("audit query reply not sent: {}", MessageOf(s));
+    CHQ_LOG_WARN("audit {} reply not sent: {}", verb, MessageOf(s));
   }
+}
+
+void AuditService::HandleQuery(const BusMessage& msg) {
+  AnswerRead<v1::QueryResponse>("query", msg, [this](const v1::AuditControlBody& body) {
+    auto r = RunQuery(*store_, body.query());
+    if (r.ok() && metrics_ != nullptr) metrics_->queries().Increment();
+    return r;
+  });
+}
+
+void AuditService::HandleReport(const BusMessage& msg) {
+  AnswerRead<v1::ReportResponse>("report", msg, [this](const v1::AuditControlBody& body) {
+    return RunReport(*store_, body.report(), options_.report_zone);
+  });
 }
 
 }  // namespace chasqui::audit

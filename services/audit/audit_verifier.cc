@@ -119,7 +119,7 @@ std::string_view FindingName(Finding finding) {
 
 absl::StatusOr<VerifyReport> VerifyChain(KvStore& store, const VerifyOptions& options) {
   VerifyReport report;
-  const uint64_t from = options.from == 0 ? 1 : options.from;
+  uint64_t from = options.from == 0 ? 1 : options.from;
   if (options.to != 0 && options.to < from) {
     return absl::InvalidArgumentError(
         fmt::format("verify: --to {} is before --from {}", options.to, from));
@@ -139,9 +139,36 @@ absl::StatusOr<VerifyReport> VerifyChain(KvStore& store, const VerifyOptions& op
     }
   }
 
+  // A pruned store (or an export being checked) starts at its marker's first_seq, linked to
+  // the marker's genesis hash.
+  std::optional<v1::PruneMarker> pruned;
+  {
+    auto marker = store.Get(kPruneKey);
+    if (marker.ok()) {
+      pruned.emplace();
+      if (!pruned->ParseFromString(*marker) || pruned->first_seq() == 0 ||
+          pruned->genesis_hash().size() != kLinkHashBytes) {
+        Stop(report, Finding::kChanged, 0, "the prune marker was changed: it does not parse");
+        return report;
+      }
+    } else if (!absl::IsNotFound(marker.status())) {
+      CHASQUI_RETURN_IF_ERROR(Absorb(report, marker.status(), 0));
+      return report;
+    }
+  }
+  if (pruned && from < pruned->first_seq()) from = pruned->first_seq();
+  if (options.to != 0 && options.to < from) {
+    return absl::InvalidArgumentError(fmt::format(
+        "verify: --to {} lies before the first stored record {} (the rest was pruned)",
+        options.to, from));
+  }
+
   Walked prev{from - 1, GenesisHash()};
   std::string prevprev_hash = GenesisHash();
-  if (from > 1) {
+  if (pruned && from == pruned->first_seq()) {
+    prev.hash = pruned->genesis_hash();
+    prevprev_hash.clear();  // unknown: before the pruned boundary
+  } else if (from > 1) {
     // The anchor: the stored hash of the record before the range.
     auto anchor = ReadRecord(store, from - 1);
     if (!anchor.ok()) {
@@ -156,6 +183,8 @@ absl::StatusOr<VerifyReport> VerifyChain(KvStore& store, const VerifyOptions& op
     prev.hash = (*anchor)->hash();
     prevprev_hash = (*anchor)->prev_hash();
   }
+  const std::string anchor_hash = prev.hash;
+  report.first_seq = from;
 
   // The first break seen by the scan; classified after it, since that may read other keys.
   std::optional<std::pair<uint64_t, v1::StoredRecord>> broken_link;
@@ -241,6 +270,23 @@ absl::StatusOr<VerifyReport> VerifyChain(KvStore& store, const VerifyOptions& op
   std::optional<std::pair<Finding, std::string>> bad;
   uint64_t bad_seq = 0;
   absl::Status read_error;
+  // Checks a checkpoint's signature when a key is given; records the finding otherwise.
+  auto signed_ok = [&](const v1::Checkpoint& cp, uint64_t c) {
+    if (!options.checkpoint_key) return true;
+    const PublicIdentity* signer = options.checkpoint_key(cp.signer_serial());
+    absl::Status sig = signer == nullptr
+                           ? absl::NotFoundError(fmt::format(
+                                 "checkpoint {}: signer serial {} is not trusted", c,
+                                 cp.signer_serial()))
+                           : VerifyCheckpoint(cp, *signer, options.env);
+    if (!sig.ok()) {
+      bad.emplace(Finding::kBadCheckpoint, std::string(MessageOf(sig)));
+      bad_seq = c;
+      return false;
+    }
+    ++report.checkpoint_signatures_checked;
+    return true;
+  };
   absl::Status cps = store.Scan(
       kCheckpointPrefix, kCheckpointEnd, [&](std::string_view key, std::string_view value) {
         v1::Checkpoint cp;
@@ -250,7 +296,21 @@ absl::StatusOr<VerifyReport> VerifyChain(KvStore& store, const VerifyOptions& op
           bad_seq = c;
           return false;
         }
-        if (c < from) return true;
+        if (c + 1 < from) return true;
+        if (c + 1 == from) {
+          // The checkpoint that signs the anchor: kept by prune so the new genesis is signed.
+          if (cp.head_hash() != anchor_hash) {
+            bad.emplace(Finding::kRewritten,
+                        fmt::format("checkpoint {} does not sign the anchor hash of seq {}", c,
+                                    from));
+            bad_seq = from;
+            return false;
+          }
+          if (!signed_ok(cp, c)) return false;
+          ++report.checkpoints_checked;
+          report.anchor_signed = true;
+          return true;
+        }
         if (c > prev.seq) {
           if (whole_tail) {
             bad.emplace(Finding::kTruncated,
@@ -261,20 +321,7 @@ absl::StatusOr<VerifyReport> VerifyChain(KvStore& store, const VerifyOptions& op
           return false;
         }
         ++report.checkpoints_checked;
-        if (options.checkpoint_key) {
-          const PublicIdentity* signer = options.checkpoint_key(cp.signer_serial());
-          absl::Status sig =
-              signer == nullptr
-                  ? absl::NotFoundError(fmt::format("checkpoint {}: signer serial {} is not trusted",
-                                                    c, cp.signer_serial()))
-                  : VerifyCheckpoint(cp, *signer, options.env);
-          if (!sig.ok()) {
-            bad.emplace(Finding::kBadCheckpoint, std::string(MessageOf(sig)));
-            bad_seq = c;
-            return false;
-          }
-          ++report.checkpoint_signatures_checked;
-        }
+        if (!signed_ok(cp, c)) return false;
         auto rec = ReadRecord(store, c);
         if (!rec.ok() || !rec->has_value() || (*rec)->hash() != cp.head_hash()) {
           if (!rec.ok()) {
@@ -300,6 +347,12 @@ absl::StatusOr<VerifyReport> VerifyChain(KvStore& store, const VerifyOptions& op
   if (!read_error.ok()) {
     CHASQUI_RETURN_IF_ERROR(Absorb(report, read_error, bad_seq));
     return report;
+  }
+  if (!bad && pruned && from == pruned->first_seq() && !report.anchor_signed) {
+    bad.emplace(Finding::kBadCheckpoint,
+                fmt::format("no checkpoint at seq {} signs the genesis of the pruned chain",
+                            from - 1));
+    bad_seq = from - 1;
   }
   if (bad) Stop(report, bad->first, bad_seq, std::move(bad->second));
   return report;

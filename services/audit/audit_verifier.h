@@ -16,6 +16,8 @@
 //                checkpoint that still matches
 //   kBadCheckpoint a checkpoint's signature does not verify with the trusted key
 //   kStorageCorruption RocksDB reported corruption; first_bad_seq is where the walk was
+// A pruned store (m/pruned, audit_retention.h) is walked from its marker's first_seq, linked
+// to the marker's genesis hash, which the checkpoint kept at first_seq - 1 signs.
 // Not thread-safe with respect to the store's writer: run it on a stopped service's store
 // (KvStore's lock refuses a second opener).
 
@@ -61,6 +63,8 @@ struct VerifyReport {
   uint64_t checkpoints_checked = 0;
   uint64_t checkpoint_signatures_checked = 0;
   uint64_t last_checkpoint_seq = 0;
+  uint64_t first_seq = 0;      // the first record walked (after a prune: the marker's)
+  bool anchor_signed = false;  // a pruned start's genesis is signed by a kept checkpoint
 };
 
 // Errors other than corruption (Unavailable, Internal) are returned as a status; corruption

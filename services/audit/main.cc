@@ -1,11 +1,21 @@
 // chasqui-audit: the audit service and its offline tools. The logic lives in chasqui_audit.
 //
-//   chasqui-audit serve  --env E --data DIR --checkpoint-key FILE [--nats URL ...]
-//   chasqui-audit verify --data DIR --env E [--trust FILE] [--from N --to M]
-//   chasqui-audit query  --data DIR [--consumer C] [--provider P] [--service S] [--end-user U]
-//                        [--outcome CODE] [--from-ms T] [--to-ms T] [--limit N] [--json]
+//   chasqui-audit serve  --env E --data DIR --checkpoint-key FILE [--anchors roots.json]
+//                        [--report-zone Z] [--nats URL ...]
+//   chasqui-audit verify (--data DIR | --export FILE) --env E
+//                        [--trust FILE | --roots roots.json --signer-cert FILE] [--from N --to M]
+//   chasqui-audit query  (--data DIR | --key K --cert C [--nats URL ...]) [--consumer C]
+//                        [--provider P] [--service S] [--end-user U] [--outcome CODE]
+//                        [--from-ms T] [--to-ms T] [--limit N] [--json]
+//   chasqui-audit report (--data DIR | --key K --cert C [--nats URL ...]) --from-day D
+//                        [--to-day D] [--consumer C] [--provider P] [--service S] [--json]
+//   chasqui-audit export --data DIR --env E --before DAY --out FILE [--trust ... | --roots ...]
+//   chasqui-audit prune  --data DIR --env E --before DAY --export FILE [--trust ... | --roots ...]
 //   chasqui-audit bench  --data DIR [--records N]
 //
+// --data reads the store directly (an operator on the audit host, service stopped); --key and
+// --cert sign the request with a certificate and ask the service, which answers only what that
+// certificate may read (an entity its own records, an operator everything).
 // Exit codes: 0 success (verify: the chain is intact); 1 verify found tampering; 2 usage, or
 // the store or a file cannot be opened (a running service holds the store's lock); 3 storage
 // corruption (RocksDB's checksums failed).
@@ -20,11 +30,14 @@
 #include <memory>
 #include <mutex>
 #include <condition_variable>
+#include <map>
+#include <optional>
 
 #include "CLI/CLI.hpp"
 #include "common/bus/bus.h"
 #include "common/core/log.h"
 #include "common/core/signals.h"
+#include "common/core/files.h"
 #include "common/core/status.h"
 #include "common/crypto/sodium.h"
 #include "common/envelope/errors.h"
@@ -35,9 +48,19 @@
 #include "google/protobuf/util/json_util.h"
 #include "nats/nats.h"
 #include "nlohmann/json.hpp"
+#include "absl/time/civil_time.h"
+#include "common/bus/nats_config.h"
+#include "common/bus/request_mux.h"
+#include "common/envelope/subjects.h"
+#include "common/trust/anchors.h"
+#include "common/trust/certificate.h"
+#include "common/trust/followed_signers.h"
+#include "services/audit/audit_access.h"
 #include "services/audit/audit_chain.h"
 #include "services/audit/audit_metrics.h"
 #include "services/audit/audit_query.h"
+#include "services/audit/audit_report.h"
+#include "services/audit/audit_retention.h"
 #include "services/audit/audit_schema.h"
 #include "services/audit/audit_service.h"
 #include "services/audit/audit_verifier.h"
@@ -65,6 +88,8 @@ struct ServeFlags {
   std::string nats_password_file;
   OpsOptions ops;
   AuditChainOptions chain;
+  std::string anchors;
+  AuditAccessOptions access;
 };
 
 int Serve(ServeFlags f) {
@@ -91,7 +116,24 @@ int Serve(ServeFlags f) {
   f.bus.send_asap = true;
   auto bus = ConnectWithPasswordFile(f.bus, f.nats_password_file);
   if (!bus.ok()) return Fail(bus.status());
-  auto service = AuditService::Start(bus->get(), chain->get(), store->get(), &metrics);
+  // Readers' certificates: verified against the pinned roots, fetched from the crypto service
+  // on first sight, revocations followed. Without --anchors, queries and reports are refused.
+  std::unique_ptr<FollowedSigners> signers;
+  std::unique_ptr<AuditAccess> access;
+  if (!f.anchors.empty()) {
+    auto anchors = LoadTrustAnchors(f.anchors);
+    if (!anchors.ok()) return Fail(anchors.status());
+    auto followed = FollowedSigners::Start(
+        bus->get(), *anchors, {f.env},
+        fmt::format("{}.{}", NatsServiceInboxPrefix("audit", f.env), ::getpid()), SystemClock());
+    if (!followed.ok()) return Fail(followed.status());
+    signers = *std::move(followed);
+    access = std::make_unique<AuditAccess>(f.access, signers.get(), SystemClock());
+  } else {
+    CHQ_LOG_WARN("no --anchors: signed queries and reports are refused UNAVAILABLE");
+  }
+  auto service = AuditService::Start(bus->get(), chain->get(), store->get(), &metrics,
+                                     {.access = access.get(), .report_zone = f.chain.report_zone});
   if (!service.ok()) return Fail(service.status());
   AuditService* svc = service->get();
   auto ops = OpsServer::Start(f.ops, registry, [svc] { return svc->Ready(); });
@@ -106,6 +148,8 @@ int Serve(ServeFlags f) {
   (*chain)->Stop();
   if (auto s = (*bus)->Flush(absl::Seconds(2)); !s.ok()) CHQ_LOG_WARN("flush: {}", MessageOf(s));
   service->reset();
+  access.reset();
+  signers.reset();
   if (auto s = (*bus)->Drain(absl::Seconds(5)); !s.ok()) CHQ_LOG_WARN("drain: {}", MessageOf(s));
   bus->reset();
   chain->reset();
@@ -116,15 +160,102 @@ int Serve(ServeFlags f) {
   return 0;
 }
 
+// Who signed the checkpoints: a trust file holding the checkpoint key's public entry, or the
+// pinned roots and the signer's certificate.
+struct SignerTrustFlags {
+  std::string trust;
+  std::string roots;
+  std::string signer_cert;
+};
+
+struct SignerTrust {
+  std::optional<TrustStore> store;
+  std::optional<PublicIdentity> signer;
+};
+
+// Fills options.checkpoint_key (pointing into `out`), or leaves it unset with no flags.
+absl::Status LoadSignerTrust(const SignerTrustFlags& f, const std::string& env, SignerTrust& out,
+                             VerifyOptions& options) {
+  if (!f.trust.empty()) {
+    CHASQUI_ASSIGN_OR_RETURN(TrustStore loaded, TrustStore::Load(f.trust, env));
+    out.store.emplace(std::move(loaded));
+    options.checkpoint_key = [&out](uint64_t serial) { return out.store->BySerial(serial); };
+    return absl::OkStatus();
+  }
+  if (f.roots.empty() != f.signer_cert.empty()) {
+    return absl::InvalidArgumentError("give --roots and --signer-cert together");
+  }
+  if (f.roots.empty()) return absl::OkStatus();
+  CHASQUI_ASSIGN_OR_RETURN(TrustAnchors anchors, LoadTrustAnchors(f.roots));
+  CHASQUI_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(f.signer_cert, "--signer-cert"));
+  v1::Certificate cert;
+  v1::CertificateBody body;
+  if (!cert.ParseFromString(bytes) || !body.ParseFromString(cert.body())) {
+    return absl::InvalidArgumentError(
+        fmt::format("--signer-cert {}: not a certificate", f.signer_cert));
+  }
+  // Checked as of its own start: checkpoints it signed stay verifiable after it expires.
+  auto verified = VerifyCertificate(cert, anchors, env, body.not_before_ms());
+  if (!verified.ok()) {
+    return absl::Status(verified.status().code(),
+                        ToAbsl(fmt::format("--signer-cert {}: {}", f.signer_cert,
+                                           MessageOf(verified.status()))));
+  }
+  PublicIdentity pub;
+  pub.serial = verified->serial;
+  pub.entity = verified->entity;
+  pub.env = verified->env;
+  pub.role = Role::kAudit;
+  pub.sign_pk = verified->sign_pk;
+  out.signer.emplace(std::move(pub));
+  options.checkpoint_key = [&out](uint64_t serial) -> const PublicIdentity* {
+    return serial == out.signer->serial ? &*out.signer : nullptr;
+  };
+  return absl::OkStatus();
+}
+
 struct VerifyFlags {
   std::string data;
+  std::string export_file;
   std::string env;
-  std::string trust;
+  SignerTrustFlags trust;
   uint64_t from = 1;
   uint64_t to = 0;
 };
 
+int PrintReport(const VerifyReport& report, bool signatures, std::string_view what) {
+  if (report.finding == Finding::kIntact) {
+    std::cout << fmt::format(
+        "intact: {}{} records checked (seq {} to {}), {} checkpoints ({} signatures checked{}), "
+        "last checkpoint at seq {}\n",
+        what, report.records_checked, report.first_seq, report.last_seq,
+        report.checkpoints_checked, report.checkpoint_signatures_checked,
+        signatures ? "" : "; no --trust or --roots given", report.last_checkpoint_seq);
+    return 0;
+  }
+  std::cout << fmt::format("{} at seq {}: {}\n", FindingName(report.finding),
+                           report.first_bad_seq, report.detail);
+  return report.finding == Finding::kStorageCorruption ? kExitCorrupt : kExitTampered;
+}
+
 int Verify(const VerifyFlags& f) {
+  if (f.data.empty() == f.export_file.empty()) {
+    return Fail(absl::InvalidArgumentError("give exactly one of --data and --export"));
+  }
+  VerifyOptions options;
+  options.env = f.env;
+  options.from = f.from;
+  options.to = f.to;
+  SignerTrust trust;
+  if (auto s = LoadSignerTrust(f.trust, f.env, trust, options); !s.ok()) return Fail(s);
+  const bool signatures = static_cast<bool>(options.checkpoint_key);
+  if (!f.export_file.empty()) {
+    auto bytes = ReadFileToString(f.export_file, "--export");
+    if (!bytes.ok()) return Fail(bytes.status());
+    auto report = VerifyExport(*bytes, options);
+    if (!report.ok()) return Fail(report.status());
+    return PrintReport(*report, signatures, "export: ");
+  }
   auto store = KvStore::Open({.path = f.data, .create_if_missing = false});
   if (!store.ok()) {
     if (absl::IsDataLoss(store.status())) {
@@ -133,35 +264,51 @@ int Verify(const VerifyFlags& f) {
     }
     return Fail(store.status());
   }
-  VerifyOptions options;
-  options.env = f.env;
-  options.from = f.from;
-  options.to = f.to;
-  std::optional<TrustStore> trust;
-  if (!f.trust.empty()) {
-    auto loaded = TrustStore::Load(f.trust, f.env);
-    if (!loaded.ok()) return Fail(loaded.status());
-    trust.emplace(*std::move(loaded));
-    options.checkpoint_key = [&trust](uint64_t serial) { return trust->BySerial(serial); };
-  }
   auto report = VerifyChain(**store, options);
   if (!report.ok()) return Fail(report.status());
-  if (report->finding == Finding::kIntact) {
-    std::cout << fmt::format(
-        "intact: {} records checked (last seq {}), {} checkpoints ({} signatures checked{}), "
-        "last checkpoint at seq {}\n",
-        report->records_checked, report->last_seq, report->checkpoints_checked,
-        report->checkpoint_signatures_checked, f.trust.empty() ? "; no --trust given" : "",
-        report->last_checkpoint_seq);
-    return 0;
-  }
-  std::cout << fmt::format("{} at seq {}: {}\n", FindingName(report->finding),
-                           report->first_bad_seq, report->detail);
-  return report->finding == Finding::kStorageCorruption ? kExitCorrupt : kExitTampered;
+  return PrintReport(*report, signatures, "");
+}
+
+// Where a signed read goes: the service over NATS, as the holder of --key/--cert.
+struct RemoteFlags {
+  std::string key;
+  std::string cert;
+  BusOptions bus;
+  std::string nats_password_file;
+  int64_t timeout_ms = 10'000;
+};
+
+// Signs `body` with the key bound to its certificate and asks `subject`; the answer's bytes.
+absl::StatusOr<std::string> AskSigned(const RemoteFlags& f, std::string_view subject,
+                                      v1::AuditControlBody body) {
+  CHASQUI_ASSIGN_OR_RETURN(Identity id, LoadIdentity(f.key, f.cert));
+  BusOptions options = f.bus;
+  options.name = fmt::format("chasqui-audit-cli-{}", id.pub.entity);
+  options.send_asap = true;
+  CHASQUI_ASSIGN_OR_RETURN(std::unique_ptr<Bus> bus,
+                           ConnectWithPasswordFile(options, f.nats_password_file));
+  // Replies come to the entity's own inbox (its NATS user may read nothing else).
+  CHASQUI_ASSIGN_OR_RETURN(
+      std::unique_ptr<RequestMux> mux,
+      RequestMux::Create(bus.get(), fmt::format("{}.{}", EntityInboxPrefix(id.pub.env, id.pub.entity),
+                                                ToHex(RandomString(8)))));
+  const v1::ControlRequest request = MakeAuditRequest(
+      std::move(body), id.pub.env, id.pub.serial, id.sign, SystemClock().NowUnixMillis());
+  auto answer = mux->RequestAndWait(subject, request.SerializeAsString(),
+                                    absl::Milliseconds(f.timeout_ms), "the audit service");
+  mux.reset();
+  bus.reset();
+  return answer;
+}
+
+int AnswerError(const v1::ErrorInfo& error) {
+  CHQ_LOG_ERROR("audit: refused {}: {}", CodeName(error.code()), error.message());
+  return kExitUsage;
 }
 
 struct QueryFlags {
   std::string data;
+  RemoteFlags remote;
   v1::QueryRequest request;
   std::string outcome;
   std::string page_token;
@@ -191,9 +338,26 @@ int Query(QueryFlags f) {
     if (!token.ok()) return Fail(token.status());
     f.request.set_page_token(*token);
   }
-  auto store = KvStore::Open({.path = f.data, .create_if_missing = false});
-  if (!store.ok()) return Fail(store.status());
-  auto response = RunQuery(**store, f.request);
+  absl::StatusOr<v1::QueryResponse> response;
+  if (f.data.empty() == f.remote.key.empty()) {
+    return Fail(absl::InvalidArgumentError(
+        "give --data DIR (read the store here) or --key K --cert C (ask the service)"));
+  }
+  if (!f.data.empty()) {
+    auto store = KvStore::Open({.path = f.data, .create_if_missing = false});
+    if (!store.ok()) return Fail(store.status());
+    response = RunQuery(**store, f.request);
+  } else {
+    v1::AuditControlBody body;
+    *body.mutable_query() = f.request;
+    auto wire = AskSigned(f.remote, kQuerySubject, std::move(body));
+    if (!wire.ok()) return Fail(wire.status());
+    response.emplace();
+    if (!response->ParseFromString(*wire)) {
+      return Fail(absl::InvalidArgumentError("the audit service's answer is not a QueryResponse"));
+    }
+    if (response->has_error()) return AnswerError(response->error());
+  }
   if (!response.ok()) return Fail(response.status());
   google::protobuf::util::JsonPrintOptions json_options;
   json_options.preserve_proto_field_names = true;
@@ -235,6 +399,128 @@ int Query(QueryFlags f) {
   } else if (!response->next_page_token().empty()) {
     std::cout << "more: --page-token " << ToHex(response->next_page_token()) << "\n";
   }
+  return 0;
+}
+
+struct ReportFlags {
+  std::string data;
+  RemoteFlags remote;
+  v1::ReportRequest request;
+  std::string zone = kDefaultReportZone;
+  bool json = false;
+};
+
+int Report(ReportFlags f) {
+  if (f.data.empty() == f.remote.key.empty()) {
+    return Fail(absl::InvalidArgumentError(
+        "give --data DIR (read the store here) or --key K --cert C (ask the service)"));
+  }
+  v1::ReportResponse response;
+  if (!f.data.empty()) {
+    auto store = KvStore::Open({.path = f.data, .create_if_missing = false});
+    if (!store.ok()) return Fail(store.status());
+    auto local = RunReport(**store, f.request, f.zone);
+    if (!local.ok()) return Fail(local.status());
+    response = *std::move(local);
+  } else {
+    v1::AuditControlBody body;
+    *body.mutable_report() = f.request;
+    auto wire = AskSigned(f.remote, kReportSubject, std::move(body));
+    if (!wire.ok()) return Fail(wire.status());
+    if (!response.ParseFromString(*wire)) {
+      return Fail(absl::InvalidArgumentError("the audit service's answer is not a ReportResponse"));
+    }
+    if (response.has_error()) return AnswerError(response.error());
+  }
+  if (f.json) {
+    nlohmann::json rows = nlohmann::json::array();
+    for (const v1::ReportRow& r : response.rows()) {
+      nlohmann::json by_outcome = nlohmann::json::object();
+      for (const auto& [code, n] : r.by_outcome()) by_outcome[code] = n;
+      rows.push_back({{"day", r.day()},
+                      {"consumer", r.consumer()},
+                      {"provider", r.provider()},
+                      {"service", r.service()},
+                      {"total", r.total()},
+                      {"errors", r.errors()},
+                      {"by_outcome", by_outcome},
+                      {"latency_p50_ms", r.latency_p50_ms()},
+                      {"latency_p95_ms", r.latency_p95_ms()},
+                      {"latency_max_ms", r.latency_max_ms()},
+                      {"latency_mean_ms", r.latency_mean_ms()}});
+    }
+    std::cout << nlohmann::json({{"zone", response.zone()}, {"rows", rows}}).dump(2) << "\n";
+    return 0;
+  }
+  std::cout << fmt::format("days in {}; latency in ms (p50/p95: bucket upper bounds)\n",
+                           response.zone());
+  std::cout << fmt::format("{:<10}  {:<12} {:<12} {:<20} {:>8} {:>7} {:>6} {:>6} {:>7}  {}\n",
+                           "day", "consumer", "provider", "service", "total", "errors", "p50",
+                           "p95", "max", "by outcome");
+  for (const v1::ReportRow& r : response.rows()) {
+    std::string outcomes;
+    for (const auto& [code, n] : std::map<std::string, uint64_t>(r.by_outcome().begin(),
+                                                                 r.by_outcome().end())) {
+      outcomes += fmt::format("{}{}={}", outcomes.empty() ? "" : " ", code, n);
+    }
+    std::cout << fmt::format("{:<10}  {:<12} {:<12} {:<20} {:>8} {:>7} {:>6} {:>6} {:>7}  {}\n",
+                             r.day(), r.consumer(), r.provider(), r.service(), r.total(),
+                             r.errors(), r.latency_p50_ms(), r.latency_p95_ms(),
+                             r.latency_max_ms(), outcomes);
+  }
+  return 0;
+}
+
+struct RetentionFlags {
+  std::string data;
+  std::string env;
+  std::string before;
+  std::string zone = kDefaultReportZone;
+  std::string file;  // export: --out; prune: --export
+  SignerTrustFlags trust;
+};
+
+// The start of day `before` (YYYY-MM-DD) in `zone`, as Unix ms.
+absl::StatusOr<int64_t> StartOfDay(const std::string& before, const std::string& zone_name) {
+  CHASQUI_ASSIGN_OR_RETURN(absl::TimeZone zone, LoadReportZone(zone_name));
+  absl::CivilDay day;
+  if (before.size() != 10 || !absl::ParseCivilTime(before, &day)) {
+    return absl::InvalidArgumentError(fmt::format("--before {}: not a day (YYYY-MM-DD)", before));
+  }
+  return absl::ToUnixMillis(absl::FromCivil(day, zone));
+}
+
+int Retention(const RetentionFlags& f, bool prune) {
+  auto before_ms = StartOfDay(f.before, f.zone);
+  if (!before_ms.ok()) return Fail(before_ms.status());
+  VerifyOptions options;
+  options.env = f.env;
+  SignerTrust trust;
+  if (auto s = LoadSignerTrust(f.trust, f.env, trust, options); !s.ok()) return Fail(s);
+  auto store = KvStore::Open({.path = f.data, .create_if_missing = false});
+  if (!store.ok()) return Fail(store.status());
+  const int64_t now = SystemClock().NowUnixMillis();
+  if (prune) {
+    auto bytes = ReadFileToString(f.file, "--export");
+    if (!bytes.ok()) return Fail(bytes.status());
+    auto removed = PruneExported(**store, *bytes, *before_ms, options, now);
+    if (!removed.ok()) return Fail(removed.status());
+    CHQ_LOG_INFO("pruned {} records before {} ({}), exported in {}", *removed, f.before, f.zone,
+                 f.file);
+    std::cout << fmt::format("pruned {} records before {}\n", *removed, f.before);
+    return 0;
+  }
+  auto exported = ExportBefore(**store, *before_ms, options, now);
+  if (!exported.ok()) return Fail(exported.status());
+  if (auto s = WriteFileDurably(f.file, exported->SerializeAsString(), 0600, false); !s.ok()) {
+    return Fail(s);
+  }
+  CHQ_LOG_INFO("exported records {} to {} ({} checkpoints) before {} to {}",
+               exported->first_seq(), exported->last_seq(), exported->checkpoints_size(),
+               f.before, f.file);
+  std::cout << fmt::format("exported records {} to {} with {} checkpoints to {}\n",
+                           exported->first_seq(), exported->last_seq(),
+                           exported->checkpoints_size(), f.file);
   return 0;
 }
 
@@ -349,13 +635,27 @@ int main(int argc, char** argv) {
                 "... or every T milliseconds, whichever comes first");
   s->add_option("--max-queued", serve.chain.max_queued_entries,
                 "entries waiting for the writer before appends are refused");
+  s->add_option("--anchors", serve.anchors,
+                "pinned roots (roots.json): verify signed queries and reports; without it "
+                "they are refused");
+  s->add_option("--report-zone", serve.chain.report_zone,
+                "time zone of the per-day consumption aggregates");
+  s->add_option("--control-window-ms", serve.access.control_window_ms,
+                "sent_at window of signed queries and reports");
 
   VerifyFlags verify;
   CLI::App* v = app.add_subcommand(
       "verify", "re-walk the chain; exit 0 intact, 1 tampered, 2 cannot run, 3 corrupt storage");
-  v->add_option("--data", verify.data, "the RocksDB directory (service stopped)")->required();
+  v->add_option("--data", verify.data, "the RocksDB directory (service stopped)");
+  v->add_option("--export", verify.export_file, "an export file (from `chasqui-audit export`)");
   v->add_option("--env", verify.env, "environment the checkpoints were signed for")->required();
-  v->add_option("--trust", verify.trust, "trust file with the checkpoint signer's public key");
+  auto add_signer_trust = [](CLI::App* cmd, SignerTrustFlags& t) {
+    cmd->add_option("--trust", t.trust, "trust file with the checkpoint signer's public key");
+    cmd->add_option("--roots", t.roots, "pinned roots (roots.json), with --signer-cert");
+    cmd->add_option("--signer-cert", t.signer_cert,
+                    "the checkpoint signer's certificate, verified against --roots");
+  };
+  add_signer_trust(v, verify.trust);
   v->add_option("--from", verify.from, "first seq to check");
   v->add_option("--to", verify.to, "last seq to check (default: the end)");
 
@@ -364,8 +664,19 @@ int main(int argc, char** argv) {
   int64_t to_ms = 0;
   uint32_t limit = 0;
   std::string consumer, provider, service, end_user;
-  CLI::App* q = app.add_subcommand("query", "list records from the store (service stopped)");
-  q->add_option("--data", query.data, "the RocksDB directory")->required();
+  auto add_remote = [](CLI::App* cmd, RemoteFlags& r) {
+    cmd->add_option("--key", r.key, "key file that signs the request (with --cert)");
+    cmd->add_option("--cert", r.cert, "that key's certificate (from `chasqui enrol`)");
+    cmd->add_option("--nats", r.bus.url, "NATS server URL");
+    cmd->add_option("--nats-user", r.bus.user, "nats-server user (<entity>.<env>)");
+    cmd->add_option("--nats-password-file", r.nats_password_file,
+                    "file holding that user's password (mode 0600)");
+    cmd->add_option("--timeout-ms", r.timeout_ms, "how long to wait for the answer");
+  };
+  CLI::App* q = app.add_subcommand(
+      "query", "list records: signed, from the service, or from the store (service stopped)");
+  q->add_option("--data", query.data, "the RocksDB directory (an operator on the audit host)");
+  add_remote(q, query.remote);
   q->add_option("--consumer", consumer, "consumer entity");
   q->add_option("--provider", provider, "provider entity");
   q->add_option("--service", service, "service (with --provider)");
@@ -376,6 +687,40 @@ int main(int argc, char** argv) {
   q->add_option("--limit", limit, "page size (default 100, at most 1000)");
   q->add_option("--page-token", query.page_token, "continue after the previous page");
   q->add_flag("--json", query.json, "JSON instead of a table");
+
+  ReportFlags report;
+  CLI::App* rp = app.add_subcommand(
+      "report", "consumption per day: counts by outcome, errors and latency");
+  rp->add_option("--data", report.data, "the RocksDB directory (an operator on the audit host)");
+  add_remote(rp, report.remote);
+  rp->add_option("--consumer", *report.request.mutable_consumer(), "consumer entity");
+  rp->add_option("--provider", *report.request.mutable_provider(), "provider entity");
+  rp->add_option("--service", *report.request.mutable_service(), "service (with --provider)");
+  rp->add_option("--from-day", *report.request.mutable_from_day(), "first day, YYYY-MM-DD")
+      ->required();
+  rp->add_option("--to-day", *report.request.mutable_to_day(), "last day (default: --from-day)");
+  rp->add_option("--zone", report.zone, "the zone the store's days are in (with --data)");
+  rp->add_flag("--json", report.json, "JSON instead of a table");
+
+  RetentionFlags export_flags;
+  RetentionFlags prune_flags;
+  CLI::App* ex = app.add_subcommand(
+      "export", "write the records before a day, with their checkpoints, for offline checks");
+  CLI::App* pr = app.add_subcommand(
+      "prune", "remove the records an export holds (needs that export; service stopped)");
+  for (auto [cmd, flags] : {std::pair{ex, &export_flags}, std::pair{pr, &prune_flags}}) {
+    cmd->add_option("--data", flags->data, "the RocksDB directory (service stopped)")->required();
+    cmd->add_option("--env", flags->env, "environment the checkpoints were signed for")
+        ->required();
+    cmd->add_option("--before", flags->before, "records received before this day (YYYY-MM-DD)")
+        ->required();
+    cmd->add_option("--zone", flags->zone, "the zone of --before");
+    add_signer_trust(cmd, flags->trust);
+  }
+  ex->add_option("--out", export_flags.file, "the export file to write (not overwritten)")
+      ->required();
+  pr->add_option("--export", prune_flags.file, "the export of exactly these records")
+      ->required();
 
   std::string bench_data;
   uint64_t bench_records = 20'000;
@@ -396,6 +741,9 @@ int main(int argc, char** argv) {
     query.request.set_page_size(limit);
     return Query(std::move(query));
   }
+  if (*rp) return Report(std::move(report));
+  if (*ex) return Retention(export_flags, false);
+  if (*pr) return Retention(prune_flags, true);
   if (*b) return Bench(bench_data, bench_records);
   return kExitUsage;
 }

@@ -5,6 +5,7 @@
 #include "common/core/log.h"
 #include "common/core/names.h"
 #include "common/core/status.h"
+#include "common/trust/control_check.h"
 #include "common/trust/signed_message.h"
 #include "fmt/format.h"
 #include "nlohmann/json.hpp"
@@ -294,12 +295,9 @@ absl::Status Catalog::Load() {
 }
 
 absl::Status Catalog::CheckControl(std::string_view request, Context& ctx) {
-  v1::ControlRequest req;
-  if (!req.ParseFromArray(request.data(), static_cast<int>(request.size())) ||
-      !ctx.body.ParseFromString(req.body()) || req.signature().size() != 64) {
-    return absl::InvalidArgumentError(
-        "control request: not a ControlRequest with a 64-byte signature (truncated or garbage)");
-  }
+  CHASQUI_ASSIGN_OR_RETURN(
+      v1::ControlRequest req,
+      ParseControlRequest(request, ctx.body, "control request", "CatalogControlBody"));
   const v1::CatalogControlBody& b = ctx.body;
   bool served = false;
   for (const std::string& env : options_.envs) served = served || env == b.env();
@@ -308,31 +306,9 @@ absl::Status Catalog::CheckControl(std::string_view request, Context& ctx) {
         "control request: environment \"{}\" is not served here", Printable(b.env())));
   }
   ctx.now = clock_.NowUnixMillis();
-  auto cert = certificates_.Lookup(b.env(), b.signer_serial(), ctx.now);
-  if (!cert.ok()) {
-    const absl::Status& s = cert.status();
-    const std::string msg =
-        fmt::format("control request: signer certificate {}: {}", b.signer_serial(), MessageOf(s));
-    if (absl::IsPermissionDenied(s) || absl::IsUnavailable(s)) {
-      return absl::Status(s.code(), ToAbsl(msg));
-    }
-    return absl::UnauthenticatedError(msg);
-  }
-  ctx.cert = *std::move(cert);
-  CHASQUI_ASSIGN_OR_RETURN(SignatureBytes sig, ToArray<64>(req.signature(), "signature"));
-  if (!VerifySignature(ctx.cert->sign_pk, SignedMessage(ControlTag(b.env()), req.body()), sig)) {
-    return absl::UnauthenticatedError(fmt::format(
-        "control request: signature does not verify with certificate {}", ctx.cert->serial));
-  }
-  if (b.sent_at_ms() < ctx.now - options_.control_window_ms ||
-      b.sent_at_ms() > ctx.now + options_.control_window_ms) {
-    return absl::FailedPreconditionError(fmt::format(
-        "control request: sent_at {} is outside the ±{} ms window around {}", b.sent_at_ms(),
-        options_.control_window_ms, ctx.now));
-  }
-  if (b.nonce().size() != 16) {
-    return absl::InvalidArgumentError("control request: nonce must be 16 bytes");
-  }
+  CHASQUI_ASSIGN_OR_RETURN(ctx.cert,
+                           VerifyControlSigner(req, ControlFieldsOf(b), certificates_, ctx.now,
+                                               options_.control_window_ms, "control request"));
   for (auto it = seen_.begin(); it != seen_.end();) {
     if (it->second < ctx.now) {
       seen_.erase(it++);
@@ -340,7 +316,7 @@ absl::Status Catalog::CheckControl(std::string_view request, Context& ctx) {
       ++it;
     }
   }
-  ctx.nonce_key = BigEndian64(ctx.cert->serial) + b.nonce();
+  ctx.nonce_key = NonceKey(ctx.cert->serial, b.nonce());
   ctx.nonce_expiry = ctx.now + 2 * options_.control_window_ms;
   if (!seen_.emplace(ctx.nonce_key, ctx.nonce_expiry).second) {
     return absl::AlreadyExistsError("control request: replayed (same signer and nonce)");

@@ -129,7 +129,11 @@ void CatalogFollower::Loop() {
       failing = true;
       continue;
     }
-    if (failing || snapshot_->version() != before) {
+    if (failing) {
+      CHQ_LOG_INFO("catalog reachable again: env={} version {} -> {}", snapshot_->env(), before,
+                   snapshot_->version());
+    } else if (before != 0 && snapshot_->version() != before) {
+      // (From 0, CatchUp has just logged the snapshot it loaded.)
       CHQ_LOG_INFO("catalog caught up: env={} version {} -> {}", snapshot_->env(), before,
                    snapshot_->version());
     }

@@ -59,6 +59,9 @@ absl::StatusOr<std::unique_ptr<CatalogService>> CatalogService::Start(
                             [self, verb](const BusMessage& m) { self->HandleRead(verb, m); }));
     s->subscriptions_.push_back(std::move(sub));
   }
+  // The server knows the subscriptions before anyone is told we serve: a request sent right
+  // after Start() returns is not answered "no responders".
+  CHASQUI_RETURN_IF_ERROR(bus->Flush(absl::Seconds(5)));
   CHQ_LOG_INFO("catalog service serving chq.ctl.catalog.* at version {}", catalog->version());
   return s;
 }

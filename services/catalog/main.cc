@@ -25,6 +25,7 @@
 
 #include "CLI/CLI.hpp"
 #include "common/bus/bus.h"
+#include "common/bus/nats_config.h"
 #include "common/core/files.h"
 #include "common/core/log.h"
 #include "common/core/names.h"
@@ -181,7 +182,10 @@ int Serve(ServeFlags f) {
   f.bus.send_asap = true;  // few, latency-bound requests
   auto bus = ConnectWithPasswordFile(f.bus, f.nats_password_file);
   if (!bus.ok()) return Fail(bus.status());
-  auto crypto = CryptoClient::Create(bus->get(), "_INBOX._catalog.crypto", absl::Seconds(3));
+  // Under the catalog user's own inbox space (`chasqui nats-config`), or nats-server refuses it.
+  auto crypto = CryptoClient::Create(
+      bus->get(), fmt::format("{}.crypto", NatsServiceInboxPrefix("catalog", f.envs.front())),
+      absl::Seconds(3));
   if (!crypto.ok()) return Fail(crypto.status());
   CryptoClient* crypto_client = crypto->get();
   std::vector<std::unique_ptr<Subscription>> watches;

@@ -440,6 +440,29 @@ absl::StatusOr<v1::DirectoryReply> CertificateAuthority::Directory(std::string_v
                                          }));
     for (uint64_t serial : serials) CHASQUI_RETURN_IF_ERROR(add_cert(serial));
   }
+  if (req.gateways()) {
+    // Every stored certificate is read to find the env's gateways: a router asks at start and
+    // once per refresh, and certificates number in the thousands at most.
+    const int64_t now = clock_.NowUnixMillis();
+    absl::Status bad = absl::OkStatus();
+    CHASQUI_RETURN_IF_ERROR(store_->Scan(
+        CertKey(std::max<uint64_t>(req.from_serial(), 1)), kCertEnd,
+        [&](std::string_view, std::string_view v) {
+          v1::Certificate c;
+          v1::CertificateBody b;
+          if (!c.ParseFromArray(v.data(), static_cast<int>(v.size())) ||
+              !b.ParseFromString(c.body())) {
+            bad = absl::DataLossError("a stored certificate does not parse");
+            return false;
+          }
+          if (b.env() == req.env() && b.role() == v1::CERTIFICATE_ROLE_ENTITY &&
+              b.not_after_ms() >= now) {
+            *reply.add_certificates() = std::move(c);
+          }
+          return static_cast<size_t>(reply.certificates_size()) < kMaxCertificatesPerReply;
+        }));
+    CHASQUI_RETURN_IF_ERROR(bad);
+  }
   absl::MutexLock lock(&mu_);
   if (req.revocation_list()) *reply.mutable_revocation_list() = lists_.at(req.env());
   if (req.anchors()) {

@@ -110,7 +110,8 @@ class CertificateAuthority {
   absl::StatusOr<v1::EnrolmentReply> Enrol(std::string_view request);
 
   // chq.ctl.crypto.directory. InvalidArgument if it does not parse or names an env not
-  // served. At most 1000 certificates and 500 log entries per answer.
+  // served. At most 1000 certificates and 500 log entries per answer; with `gateways`, the
+  // env's unexpired gateway certificates in serial order from `from_serial`.
   absl::StatusOr<v1::DirectoryReply> Directory(std::string_view request);
 
   // chq.ctl.crypto.revoke: a ControlRequest with a RevokeAction from an operator. Refusals:

@@ -81,6 +81,9 @@ absl::StatusOr<std::unique_ptr<CryptoService>> CryptoService::Start(
                             [self, v](const BusMessage& msg) { self->Handle(v, msg); }));
     s->subscriptions_.push_back(std::move(sub));
   }
+  // The server knows the subscriptions before anyone is told we serve: a request sent right
+  // after Start() returns is not answered "no responders".
+  CHASQUI_RETURN_IF_ERROR(bus->Flush(absl::Seconds(5)));
   for (const v1::SignedRevocationList& l : authority->CurrentLists()) s->PublishList(l);
   s->ticker_ = std::thread([self] {
     while (!self->stop_.WaitForNotificationWithTimeout(self->options_.tick)) self->Tick();

@@ -43,7 +43,8 @@
 #include "fmt/format.h"
 #include "nats/nats.h"
 #include "nlohmann/json.hpp"
-#include "services/gateway/certificate_trust.h"
+#include "common/trust/certificate_trust.h"
+#include "services/gateway/cli_people.h"
 #include "services/gateway/sdk.h"
 
 namespace {
@@ -586,6 +587,8 @@ int main(int argc, char** argv) {
   top->add_flag("--once", top_options.once, "print one view (two scrapes) and exit");
   top->add_flag("--json", top_options.json, "JSON lines instead of the table");
 
+  chasqui::cli::AddCatalogCommands(app);
+  chasqui::cli::AddQuotaCommands(app);
   CLI11_PARSE(app, argc, argv);
   std::signal(SIGPIPE, SIG_IGN);
   spdlog::set_level(spdlog::level::warn);

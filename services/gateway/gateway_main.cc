@@ -21,8 +21,10 @@
 #include "fmt/format.h"
 #include "nats/nats.h"
 #include "common/trust/anchors.h"
-#include "services/gateway/certificate_trust.h"
+#include "common/trust/certificate_trust.h"
+#include "services/gateway/gateway_catalog.h"
 #include "services/gateway/http_gateway.h"
+#include "services/gateway/mock_answer.h"
 
 namespace {
 
@@ -77,6 +79,7 @@ int main(int argc, char** argv) {
   int64_t upstream_timeout_ms = 4'000;
   int64_t idempotency_ttl_s = 24 * 3600;
   std::vector<std::string> serve_specs;
+  bool follow_catalog = false;
   bus_options.url = "nats://127.0.0.1:4222";
 
   CLI::App app{"Chasqui entity gateway: bridges the entity's HTTP systems to Chasqui"};
@@ -136,7 +139,12 @@ int main(int argc, char** argv) {
                  "most bytes of answers remembered for Idempotency-Key repeats")
       ->capture_default_str();
   app.add_option("--serve", serve_specs,
-                 "SERVICE=URL: serve SERVICE by POSTing to the entity system at URL (repeatable)");
+                 "SERVICE=URL: serve SERVICE by POSTing to the entity system at URL; SERVICE=mock: "
+                 "answer with the example in its response schema in the catalog (env test only; "
+                 "needs --catalog) (repeatable)");
+  app.add_flag("--catalog", follow_catalog,
+               "follow the catalog (needs --roots and --cert): check grants on the provider "
+               "side, serve GET /v1/openapi.json and mocks; unready until the first snapshot");
   app.add_option("--http-threads", options.http_threads,
                  "HTTP worker threads (each consumer call holds one while it waits)")
       ->capture_default_str();
@@ -167,11 +175,10 @@ int main(int argc, char** argv) {
   options.upstream_timeout = absl::Milliseconds(upstream_timeout_ms);
   options.idempotency.ttl = absl::Seconds(idempotency_ttl_s);
   for (const std::string& spec : serve_specs) {
-    auto served = chasqui::ParseServeSpec(spec);
-    if (!served.ok()) return Fail(served.status());
-    options.serve.push_back(*std::move(served));
+    if (auto s = chasqui::AddServeSpec(spec, options); !s.ok()) return Fail(s);
   }
   if (auto s = chasqui::ValidateGatewayOptions(options); !s.ok()) return Fail(s);
+  if (auto s = chasqui::CheckMockAllowed(options.mock, env); !s.ok()) return Fail(s);
   if (!api_key_file.empty()) {
     auto key = ReadApiKey(api_key_file);
     if (!key.ok()) return Fail(key.status());
@@ -184,6 +191,16 @@ int main(int argc, char** argv) {
     return Fail(absl::InvalidArgumentError(
         "give --trust FILE, or --roots roots.json with --cert K.cert (from `chasqui enrol`); "
         "exactly one of the two"));
+  }
+  if (follow_catalog && !on_certificates) {
+    return Fail(absl::InvalidArgumentError(
+        "--catalog: the catalog's signatures are checked against the crypto service's "
+        "certificates; give --roots roots.json with --cert K.cert instead of --trust"));
+  }
+  if (!options.mock.empty() && !follow_catalog) {
+    return Fail(absl::InvalidArgumentError(fmt::format(
+        "--serve {}=mock: mock answers come from the examples in the catalog; add --catalog",
+        options.mock.front())));
   }
   chasqui::TrustAnchors anchors;
   std::string own_certificate;
@@ -223,11 +240,12 @@ int main(int argc, char** argv) {
   CHQ_LOG_INFO(
       "config: entity={} env={} nats={} key={} (serial {}) {} listen={} "
       "api key={} max body={} B call timeout={} ms upstream timeout={} ms serve={} provider "
-      "workers={} queue={} idempotency ttl={} s max entries={} max bytes={}",
+      "workers={} queue={} idempotency ttl={} s max entries={} max bytes={} mocks={} "
+      "catalog={}",
       entity, env, bus_options.url, key_file, identity->pub.serial, trust_text, listen, api_key_file.empty() ? "none" : "from " + api_key_file, options.max_body_bytes,
       call_timeout_ms, upstream_timeout_ms, options.serve.size(), options.provider_workers,
       options.provider_queue, idempotency_ttl_s, options.idempotency.max_entries,
-      options.idempotency.max_bytes);
+      options.idempotency.max_bytes, options.mock.size(), follow_catalog ? "followed" : "no");
 
   chasqui::TerminationSignals signals;  // before any thread starts: they inherit the mask
 
@@ -235,6 +253,7 @@ int main(int argc, char** argv) {
   if (!bus.ok()) return Fail(bus.status());
   auto registry = std::make_shared<prometheus::Registry>();
   std::shared_ptr<chasqui::TrustSource> source;
+  std::shared_ptr<chasqui::GatewayCatalog> catalog;
   if (on_certificates) {
     chasqui::CertificateTrustOptions to;
     to.entity = entity;
@@ -244,12 +263,20 @@ int main(int argc, char** argv) {
     to.refresh = absl::Seconds(std::max<int64_t>(1, trust_refresh_s));
     auto started = chasqui::CertificateTrust::Start(bus->get(), anchors, std::move(to), registry);
     if (!started.ok()) return Fail(started.status());
-    source = *std::move(started);
+    std::shared_ptr<chasqui::CertificateTrust> certificates = *std::move(started);
+    source = certificates;
+    if (follow_catalog) {
+      chasqui::GatewayCatalogOptions co;
+      co.entity = entity;
+      auto followed = chasqui::GatewayCatalog::Start(bus->get(), certificates, co, registry);
+      if (!followed.ok()) return Fail(followed.status());
+      catalog = *std::move(followed);
+    }
   } else {
     source = chasqui::FixedTrust(*std::move(trust));
   }
   auto gateway = chasqui::HttpGateway::Start(options, bus->get(), *std::move(identity), source,
-                                             registry);
+                                             registry, catalog);
   if (!options.api_key.empty()) sodium_memzero(options.api_key.data(), options.api_key.size());
   if (!gateway.ok()) return Fail(gateway.status());
   chasqui::HttpGateway* g = gateway->get();
@@ -260,6 +287,7 @@ int main(int argc, char** argv) {
   CHQ_LOG_INFO("signal {}: draining", sig);
   (*gateway)->Stop();
   gateway->reset();
+  catalog.reset();
   source.reset();
   if (auto s = (*bus)->Drain(absl::Seconds(5)); !s.ok()) {
     CHQ_LOG_WARN("drain: {}", chasqui::MessageOf(s));

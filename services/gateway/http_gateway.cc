@@ -23,8 +23,11 @@
 #include "common/envelope/errors.h"
 #include "fmt/format.h"
 #include "common/ops/http_listener.h"
+#include "services/gateway/gateway_catalog.h"
 #include "services/gateway/gateway_metrics.h"
 #include "services/gateway/http_problem.h"
+#include "services/gateway/mock_answer.h"
+#include "services/gateway/openapi.h"
 #include "services/gateway/sdk.h"
 
 namespace chasqui {
@@ -32,6 +35,7 @@ namespace {
 
 constexpr char kJsonContentType[] = "application/json";
 constexpr char kConsumePattern[] = R"(/v1/([^/]+)/([^/]+))";
+constexpr char kOpenApiPath[] = "/v1/openapi.json";
 constexpr char kUnknown[] = "unknown";
 constexpr int kMaxRefusalLinesPerSecond = 20;
 // Services learned as real (they answered OK once), so labels stay bounded.
@@ -68,11 +72,13 @@ absl::Status CheckHeaderText(std::string_view header, std::string_view value, si
 class HttpGatewayImpl final : public HttpGateway {
  public:
   HttpGatewayImpl(const HttpGatewayOptions& options, Bus* bus, std::shared_ptr<TrustSource> trust,
-                  std::shared_ptr<prometheus::Registry> registry)
+                  std::shared_ptr<prometheus::Registry> registry,
+                  std::shared_ptr<GatewayCatalog> catalog)
       : options_(options),
         bus_(bus),
         trust_(std::move(trust)),
         env_(trust_->env()),
+        catalog_(std::move(catalog)),
         registry_(registry != nullptr ? std::move(registry)
                                       : std::make_shared<prometheus::Registry>()),
         metrics_(*registry_, env_) {
@@ -85,13 +91,27 @@ class HttpGatewayImpl final : public HttpGateway {
 
   absl::Status Init(const std::string& api_key, Identity identity) {
     entity_ = identity.pub.entity;
+    if (catalog_ != nullptr && catalog_->env() != env_) {
+      return absl::InvalidArgumentError(
+          fmt::format("gateway: the catalog followed is for {}, the gateway runs in {}",
+                      catalog_->env(), env_));
+    }
+    if (!options_.mock.empty()) {
+      CHASQUI_RETURN_IF_ERROR(CheckMockAllowed(options_.mock, env_));
+      if (catalog_ == nullptr) {
+        return absl::InvalidArgumentError(fmt::format(
+            "--serve {}={}: mock mode answers from the examples in the catalog; start the gateway "
+            "with --catalog (and --roots/--cert)",
+            options_.mock.front(), kMockUpstream));
+      }
+    }
     require_key_ = !api_key.empty();
     if (require_key_) key_hash_ = Blake2b256(api_key);
 
     CHASQUI_ASSIGN_OR_RETURN(Identity consumer_identity, CopyIdentity(identity));
     CHASQUI_ASSIGN_OR_RETURN(consumer_,
                              Consumer::Create(bus_, std::move(consumer_identity), trust_));
-    if (!options_.serve.empty()) {
+    if (!options_.serve.empty() || !options_.mock.empty()) {
       ProviderOptions provider_options;
       provider_options.workers = options_.provider_workers;
       provider_options.queue_capacity = options_.provider_queue;
@@ -110,7 +130,8 @@ class HttpGatewayImpl final : public HttpGateway {
         UpstreamClient* upstream = upstreams_.back().get();
         CHASQUI_RETURN_IF_ERROR(provider_->Serve(
             s.service, [this, upstream](const RequestContext& ctx, std::string_view body) {
-              return Provide(*upstream, ctx, body);
+              return Provide(ctx, upstream->url().ToString(),
+                             [&] { return upstream->Call(ctx, body); });
             }));
         CHQ_LOG_INFO(
             "serving {} from upstream {} (timeout {} ms, {} calls at once, {} may wait; "
@@ -118,6 +139,17 @@ class HttpGatewayImpl final : public HttpGateway {
             s.service, s.url.ToString(), absl::ToInt64Milliseconds(options_.upstream_timeout),
             options_.provider_workers, options_.provider_queue,
             absl::ToInt64Seconds(options_.idempotency.ttl), options_.idempotency.max_entries);
+      }
+      for (const std::string& service : options_.mock) {
+        mocks_.push_back(std::make_unique<MockService>(catalog_->snapshot(), entity_, service));
+        MockService* mock = mocks_.back().get();
+        CHASQUI_RETURN_IF_ERROR(provider_->Serve(
+            service, [this, mock](const RequestContext& ctx, std::string_view) {
+              return Provide(ctx, "mock", [mock] { return mock->Answer(); });
+            }));
+        CHQ_LOG_INFO("serving {} as a MOCK: answers are the example in its response schema in "
+                     "the catalog (env {})",
+                     service, env_);
       }
       // The subscriptions are on the server before Start returns.
       CHASQUI_RETURN_IF_ERROR(bus_->Flush(absl::Seconds(5)));
@@ -133,6 +165,7 @@ class HttpGatewayImpl final : public HttpGateway {
     if (!listener_ || !listener_->running()) {
       return absl::UnavailableError("the HTTP listener is not running");
     }
+    if (catalog_ != nullptr) CHASQUI_RETURN_IF_ERROR(catalog_->Ready());
     return trust_->Current().status();
   }
 
@@ -154,6 +187,9 @@ class HttpGatewayImpl final : public HttpGateway {
     server.set_payload_max_length(options_.max_body_bytes);
     server.Post(kConsumePattern, [this](const httplib::Request& req, httplib::Response& res) {
       HandleConsume(req, res);
+    });
+    server.Get(kOpenApiPath, [this](const httplib::Request& req, httplib::Response& res) {
+      HandleOpenApi(req, res);
     });
     auto other = [this](const httplib::Request& req, httplib::Response& res) {
       HandleOther(req, res);
@@ -184,11 +220,14 @@ class HttpGatewayImpl final : public HttpGateway {
 
     CHASQUI_RETURN_IF_ERROR(listener_->Listen(options_.host, options_.port, "gateway"));
     CHQ_LOG_INFO(
-        "gateway {} env={} listening on http://{} (POST /v1/{{provider}}/{{service}}); api key "
-        "{}; max body {} bytes; call timeout {} ms; serving {} service(s)",
-        entity_, env_, HostPort(options_.host, listener_->port()),
+        "gateway {} env={} listening on http://{} (POST /v1/{{provider}}/{{service}}, GET {}); "
+        "api key {}; max body {} bytes; call timeout {} ms; serving {} service(s), {} mock(s); "
+        "catalog {}",
+        entity_, env_, HostPort(options_.host, listener_->port()), kOpenApiPath,
         require_key_ ? "required" : "not required", options_.max_body_bytes,
-        absl::ToInt64Milliseconds(options_.call_timeout), options_.serve.size());
+        absl::ToInt64Milliseconds(options_.call_timeout), options_.serve.size(),
+        options_.mock.size(),
+        catalog_ != nullptr ? "followed (grants checked on the provider side)" : "not followed");
     return absl::OkStatus();
   }
 
@@ -271,7 +310,38 @@ class HttpGatewayImpl final : public HttpGateway {
     Count(Direction::kConsume, provider, service, v1::OK, start);
   }
 
-  // Every path and method but POST /v1/{provider}/{service}.
+  // GET /v1/openapi.json: generated from the snapshot at each request, so it follows grants.
+  void HandleOpenApi(const httplib::Request& req, httplib::Response& res) {
+    const auto start = std::chrono::steady_clock::now();
+    if (!Authorized(req, res, kUnknown, kUnknown, start)) return;
+    if (catalog_ == nullptr) {
+      const std::string detail = fmt::format(
+          "{} is generated from the catalog, which this gateway does not follow; start it with "
+          "--catalog (and --roots/--cert)",
+          kOpenApiPath);
+      Refuse(req, res, ProblemFor(v1::NOT_FOUND, detail, LocalRequestId()), kUnknown, kUnknown,
+             start, detail);
+      return;
+    }
+    if (absl::Status ready = catalog_->Ready(); !ready.ok()) {
+      Refuse(req, res, ProblemFor(v1::UNAVAILABLE, MessageOf(ready), LocalRequestId()), kUnknown,
+             kUnknown, start, MessageOf(ready));
+      return;
+    }
+    OpenApiOptions o;
+    o.entity = entity_;
+    o.env = env_;
+    // The address the developer's tool reached, so a generated client calls the same one.
+    const std::string host = req.get_header_value("Host");
+    const bool host_usable = !host.empty() && CheckHeaderText("Host", host, 255).ok();
+    o.server_url = fmt::format(
+        "http://{}", host_usable ? host : HostPort(options_.host, listener_->port()));
+    o.api_key_required = require_key_;
+    res.status = 200;
+    res.set_content(OpenApiDocument(catalog_->snapshot().ToProto(), o), kJsonContentType);
+  }
+
+  // Every path and method but POST /v1/{provider}/{service} and GET /v1/openapi.json.
   void HandleOther(const httplib::Request& req, httplib::Response& res) {
     const auto start = std::chrono::steady_clock::now();
     if (!Authorized(req, res, kUnknown, kUnknown, start)) return;
@@ -336,18 +406,41 @@ class HttpGatewayImpl final : public HttpGateway {
     }
   }
 
-  absl::StatusOr<std::string> Provide(UpstreamClient& upstream, const RequestContext& ctx,
-                                      std::string_view body) {
+  // The provider side of one request: the gateway's own catalog check, then `answer` (the
+  // entity's system, or a mock) only if it passes.
+  template <class AnswerFn>
+  absl::StatusOr<std::string> Provide(const RequestContext& ctx, std::string_view upstream,
+                                      AnswerFn answer_fn) {
     const auto start = std::chrono::steady_clock::now();
-    absl::StatusOr<std::string> answer = upstream.Call(ctx, body);
+    absl::Status allowed = CheckCatalog(ctx);
+    absl::StatusOr<std::string> answer =
+        allowed.ok() ? answer_fn() : absl::StatusOr<std::string>(allowed);
     const v1::Code code = answer.ok() ? v1::OK : ChasquiCode(answer.status());
     Count(Direction::kProvide, entity_, ctx.service, code, start);
     if (!answer.ok() && LogAllowed()) {
-      CHQ_LOG_WARN("provide {} request {} from {}: {}: {} (upstream {})", ctx.service,
-                   ctx.request_id, ctx.consumer, CodeName(code), MessageOf(answer.status()),
-                   upstream.url().ToString());
+      CHQ_LOG_WARN("provide {} request {} from {}: {}: {} ({})", ctx.service, ctx.request_id,
+                   ctx.consumer, CodeName(code), MessageOf(answer.status()),
+                   allowed.ok() ? fmt::format("upstream {}", upstream)
+                                : std::string("refused by this gateway's catalog check"));
     }
     return answer;
+  }
+
+  // OK without the catalog (the router's check is all there is), else the snapshot's.
+  absl::Status CheckCatalog(const RequestContext& ctx) const {
+    if (catalog_ == nullptr) return absl::OkStatus();
+    if (absl::Status ready = catalog_->Ready(); !ready.ok()) {
+      return ChasquiError(v1::UNAVAILABLE,
+                          fmt::format("the provider's gateway cannot check grants yet: {}",
+                                      MessageOf(ready)));
+    }
+    auto access = catalog_->snapshot().Check(ctx.consumer, entity_, ctx.service, ctx.end_user);
+    if (!access.ok()) {
+      return ChasquiError(ChasquiCode(access.status()),
+                          fmt::format("refused by {}'s gateway: {}", entity_,
+                                      MessageOf(access.status())));
+    }
+    return absl::OkStatus();
   }
 
   void Count(Direction direction, std::string_view provider, std::string_view service,
@@ -393,6 +486,7 @@ class HttpGatewayImpl final : public HttpGateway {
   Bus* bus_;
   const std::shared_ptr<TrustSource> trust_;
   const std::string env_;
+  const std::shared_ptr<GatewayCatalog> catalog_;
   std::shared_ptr<prometheus::Registry> registry_;
   GatewayMetrics metrics_;
   std::string entity_;
@@ -400,6 +494,7 @@ class HttpGatewayImpl final : public HttpGateway {
   Hash32 key_hash_{};
   std::unique_ptr<Consumer> consumer_;
   std::vector<std::unique_ptr<UpstreamClient>> upstreams_;
+  std::vector<std::unique_ptr<MockService>> mocks_;
   std::unique_ptr<Provider> provider_;
   std::unique_ptr<HttpListener> listener_;
   std::atomic<bool> stopped_{false};
@@ -449,17 +544,37 @@ absl::Status ValidateGatewayOptions(const HttpGatewayOptions& o) {
         fmt::format("--http-threads {}: expected 1 to 1024", o.http_threads));
   }
   absl::flat_hash_set<std::string> seen;
-  for (const ServedService& s : o.serve) {
-    if (!IsValidName(s.service)) {
+  std::vector<std::string_view> served;
+  for (const ServedService& s : o.serve) served.push_back(s.service);
+  for (const std::string& s : o.mock) served.push_back(s);
+  for (std::string_view service : served) {
+    if (!IsValidName(service)) {
       return absl::InvalidArgumentError(fmt::format(
           "--serve \"{}\": the service name must match [a-z0-9][a-z0-9_-]{{0,62}}",
-          Printable(s.service)));
+          Printable(service)));
     }
-    if (!seen.insert(s.service).second) {
+    if (!seen.insert(std::string(service)).second) {
       return absl::InvalidArgumentError(
-          fmt::format("--serve {}: given twice; expected one upstream per service", s.service));
+          fmt::format("--serve {}: given twice; expected one upstream per service", service));
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status AddServeSpec(std::string_view spec, HttpGatewayOptions& options) {
+  const size_t eq = spec.find('=');
+  if (eq != std::string_view::npos && spec.substr(eq + 1) == kMockUpstream) {
+    const std::string service(spec.substr(0, eq));
+    if (!IsValidName(service)) {
+      return absl::InvalidArgumentError(fmt::format(
+          "--serve \"{}\": the service name must match [a-z0-9][a-z0-9_-]{{0,62}}",
+          Printable(spec)));
+    }
+    options.mock.push_back(service);
+    return absl::OkStatus();
+  }
+  CHASQUI_ASSIGN_OR_RETURN(ServedService served, ParseServeSpec(spec));
+  options.serve.push_back(std::move(served));
   return absl::OkStatus();
 }
 
@@ -491,13 +606,14 @@ absl::StatusOr<std::unique_ptr<HttpGateway>> HttpGateway::Start(
 
 absl::StatusOr<std::unique_ptr<HttpGateway>> HttpGateway::Start(
     const HttpGatewayOptions& options, Bus* bus, Identity identity,
-    std::shared_ptr<TrustSource> trust, std::shared_ptr<prometheus::Registry> registry) {
+    std::shared_ptr<TrustSource> trust, std::shared_ptr<prometheus::Registry> registry,
+    std::shared_ptr<GatewayCatalog> catalog) {
   CHASQUI_RETURN_IF_ERROR(ValidateGatewayOptions(options));
   if (bus == nullptr) return absl::InvalidArgumentError("gateway: no bus");
   if (trust == nullptr) return absl::InvalidArgumentError("gateway: no trust source");
   try {
     auto gateway = std::make_unique<HttpGatewayImpl>(options, bus, std::move(trust),
-                                                     std::move(registry));
+                                                     std::move(registry), std::move(catalog));
     CHASQUI_RETURN_IF_ERROR(gateway->Init(options.api_key, std::move(identity)));
     return std::unique_ptr<HttpGateway>(std::move(gateway));
   } catch (const std::exception& e) {

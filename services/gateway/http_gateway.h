@@ -19,6 +19,18 @@
 // that a request is answered UNAVAILABLE (503, "saturated") at once. Answers to requests with an
 // Idempotency-Key are remembered per (consumer, service, key) for `idempotency.ttl`; a repeat
 // while the first is still running waits for its answer (no 409).
+//
+// With the catalog (GatewayCatalog: `--catalog`, on certificates only):
+//   - `GET /v1/openapi.json`: the OpenAPI document of what this entity may call (openapi.h),
+//     under the same API key rule; 503 until the first snapshot, 404 without the catalog.
+//   - The provider side checks each request against its own snapshot before the entity's
+//     system is called (DESIGN.md, "One request", step 3): no published service, no active
+//     grant for the consumer in this env, or an unknown end user is answered NOT_FOUND,
+//     FORBIDDEN or END_USER_UNKNOWN, signed, even if a router let the request by; before the
+//     first snapshot, UNAVAILABLE.
+//   - Mock mode (`--serve SERVICE=mock`, test env only): the answer is the example in the
+//     service's response schema (mock_answer.h).
+//   - Ready() is Unavailable until the first snapshot is loaded.
 
 #include <cstddef>
 #include <cstdint>
@@ -40,6 +52,8 @@
 
 namespace chasqui {
 
+class GatewayCatalog;
+
 // Under NATS's 1 MiB max_payload with room for the header, signature and seal.
 inline constexpr size_t kMaxGatewayBodyBytes = 1024 * 1024 - 64 * 1024;
 
@@ -58,6 +72,9 @@ struct HttpGatewayOptions {
   // timeout (default 5 s), so a slow system shows as PROVIDER_ERROR naming it, not as TIMEOUT.
   absl::Duration upstream_timeout = absl::Seconds(4);
   std::vector<ServedService> serve;
+  // Services answered from their catalog examples (`--serve SERVICE=mock`): needs the catalog,
+  // and env test.
+  std::vector<std::string> mock;
   // Upstream calls in flight at once per served service, and requests that may wait for one.
   int provider_workers = 8;
   size_t provider_queue = 64;
@@ -69,6 +86,10 @@ struct HttpGatewayOptions {
 
 // InvalidArgument naming the option and what was expected.
 absl::Status ValidateGatewayOptions(const HttpGatewayOptions& options);
+
+// Adds one `--serve` value to `options`: "SERVICE=mock" to `mock`, else ParseServeSpec's
+// "SERVICE=URL" to `serve` (its errors).
+absl::Status AddServeSpec(std::string_view spec, HttpGatewayOptions& options);
 
 // Parses "HOST:PORT" ("[::1]:8080" for IPv6). InvalidArgument saying what was expected.
 absl::StatusOr<std::pair<std::string, int>> ParseListenAddress(std::string_view address);
@@ -84,16 +105,19 @@ class HttpGateway {
       std::shared_ptr<prometheus::Registry> registry);
   // The same on a changing trust source (CertificateTrust): while it refuses (a stale
   // revocation list), Ready() says why and every call, in both directions, is UNAVAILABLE.
+  // With `catalog` (for trust's env; kept): see the header comment. InvalidArgument for mock
+  // services without a catalog or outside env test (CheckMockAllowed).
   static absl::StatusOr<std::unique_ptr<HttpGateway>> Start(
       const HttpGatewayOptions& options, Bus* bus, Identity identity,
-      std::shared_ptr<TrustSource> trust, std::shared_ptr<prometheus::Registry> registry);
+      std::shared_ptr<TrustSource> trust, std::shared_ptr<prometheus::Registry> registry,
+      std::shared_ptr<GatewayCatalog> catalog = nullptr);
   // Stops (see Stop).
   virtual ~HttpGateway() = default;
 
   // The port the HTTP listener is bound to.
   virtual int port() const = 0;
-  // OK while the listener runs, the NATS connection is up and the trust source serves; else
-  // why not (for /readyz).
+  // OK while the listener runs, the NATS connection is up, the trust source serves and (with
+  // the catalog) a snapshot is loaded; else why not (for /readyz).
   virtual absl::Status Ready() const = 0;
   // Stops accepting HTTP, waits for calls in flight (at most the call timeout), then stops
   // serving the provider side (requests still waiting for a worker are answered UNAVAILABLE;

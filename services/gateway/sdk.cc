@@ -31,34 +31,11 @@ absl::Status CheckOwnIdentity(const Identity& identity, const TrustSource* trust
   return absl::OkStatus();
 }
 
-class FixedTrustSource final : public TrustSource {
- public:
-  explicit FixedTrustSource(TrustStore store)
-      : store_(std::make_shared<const TrustStore>(std::move(store))) {}
-  const std::string& env() const override { return store_->env(); }
-  absl::StatusOr<std::shared_ptr<const TrustStore>> Current() const override { return store_; }
-
- private:
-  const std::shared_ptr<const TrustStore> store_;
-};
-
 CallResult Failed(v1::Code code, std::string_view message, const std::string& id) {
   return CallResult{ChasquiError(code, message), "", ToHex(id), 0};
 }
 
 }  // namespace
-
-absl::StatusOr<std::shared_ptr<const TrustStore>> TrustSource::FetchEntity(std::string_view) {
-  return Current();
-}
-
-absl::StatusOr<std::shared_ptr<const TrustStore>> TrustSource::FetchSerial(uint64_t) {
-  return Current();
-}
-
-std::shared_ptr<TrustSource> FixedTrust(TrustStore store) {
-  return std::make_shared<FixedTrustSource>(std::move(store));
-}
 
 Consumer::Consumer(Bus* bus, Identity identity, std::shared_ptr<TrustSource> trust,
                    ConsumerOptions options, const Clock& clock)
@@ -656,8 +633,12 @@ void Provider::RunJob(ServedHandler& served, Job& job, int fate) {
   }
   Answer(job, answer);
   if (job.remember) {
-    // UNAVAILABLE means "not done": a repeat should try again, not hear it again.
-    if (answer.code == v1::UNAVAILABLE) {
+    // UNAVAILABLE, and a refusal of access (the gateway's own catalog check), mean "not done":
+    // a repeat should try again, not hear it again (a consumer retrying with the same key once
+    // its grant is approved must be served).
+    if (answer.code == v1::UNAVAILABLE || answer.code == v1::FORBIDDEN ||
+        answer.code == v1::NOT_FOUND || answer.code == v1::END_USER_UNKNOWN ||
+        answer.code == v1::CONSENT_REQUIRED) {
       idempotency_->Abandon(job.key, answer);
     } else {
       idempotency_->Finish(job.key, std::move(answer));

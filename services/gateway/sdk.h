@@ -10,8 +10,8 @@
 //   auto provider = Provider::Create(bus, identity, trust, {});
 //
 // `trust` is a TrustStore (a trust file: never changes) or a TrustSource whose snapshot changes
-// while the process runs (CertificateTrust in certificate_trust.h: certificates from the crypto
-// service, revocations applied as they come).
+// while the process runs (CertificateTrust in common/trust/certificate_trust.h: certificates
+// from the crypto service, revocations applied as they come).
 //   provider->Serve("persona_consulta", [](const RequestContext& ctx, std::string_view body)
 //                   -> absl::StatusOr<std::string> { ... });
 
@@ -35,32 +35,10 @@
 #include "common/envelope/replay_guard.h"
 #include "common/envelope/session_keys.h"
 #include "common/envelope/verifier.h"
+#include "common/trust/trust_source.h"
 #include "services/gateway/idempotency.h"
 
 namespace chasqui {
-
-// Where a Consumer or Provider gets the keys it trusts. Each request takes one snapshot
-// (Current()) and uses it throughout, so a swap in the middle of a request is never seen half
-// done. Thread-safe.
-class TrustSource {
- public:
-  virtual ~TrustSource() = default;
-  virtual const std::string& env() const = 0;
-  // The snapshot to use now, or Unavailable saying why traffic must be refused (fail closed:
-  // a stale revocation list). Called once per request: a short lock at most.
-  virtual absl::StatusOr<std::shared_ptr<const TrustStore>> Current() const = 0;
-  // Called when the snapshot has no gateway key of `entity` (a provider not called yet): may
-  // fetch it and swap a new snapshot in. The result may still lack it. Blocks the caller for at
-  // most the source's fetch timeout.
-  virtual absl::StatusOr<std::shared_ptr<const TrustStore>> FetchEntity(std::string_view entity);
-  // Likewise for the certificate serial a peer signed with. A non-OK status says why that
-  // serial is refused (revoked: PermissionDenied; expired: FailedPrecondition; unknown:
-  // NotFound) or that traffic is refused altogether (Unavailable).
-  virtual absl::StatusOr<std::shared_ptr<const TrustStore>> FetchSerial(uint64_t serial);
-};
-
-// A TrustSource over one TrustStore that never changes (a trust file).
-std::shared_ptr<TrustSource> FixedTrust(TrustStore store);
 
 struct CallOptions {
   std::string end_user;  // mandatory: the official on whose behalf the query runs

@@ -1,7 +1,8 @@
 // chasqui-quota: quota policies, counters per period, leases to routers, quota requests.
 // Flags, dependencies, Run; the logic lives in chasqui_quota (QuotaLedger, QuotaControl,
 // QuotaService) and chasqui_quota_client (QuotaEnforcer).
-//   chasqui-quota serve --data DIR [--policy FILE] [--zone America/La_Paz] [--anchors F] ...
+//   chasqui-quota serve --data DIR [--policy FILE | --catalog] [--zone America/La_Paz]
+//                       [--anchors F] ...   (--catalog needs --anchors)
 //   chasqui-quota bench [--threads N] [--seconds S]     Admit() cost beside its raw baseline
 
 #include <unistd.h>
@@ -12,16 +13,17 @@
 
 #include "CLI/CLI.hpp"
 #include "common/bus/bus.h"
+#include "common/bus/nats_config.h"
 #include "common/core/log.h"
 #include "common/core/signals.h"
 #include "common/core/status.h"
 #include "common/ops/ops_server.h"
 #include "common/store/kv_store.h"
 #include "common/trust/anchors.h"
-#include "common/trust/crypto_client.h"
-#include "common/trust/directory.h"
+#include "common/trust/followed_signers.h"
 #include "fmt/format.h"
 #include "nats/nats.h"
+#include "services/quota/catalog_policies.h"
 #include "services/quota/quota_bench.h"
 #include "services/quota/quota_control.h"
 #include "services/quota/quota_ledger.h"
@@ -49,6 +51,7 @@ int main(int argc, char** argv) {
   std::string data_dir;
   std::string policy_file;
   std::string anchors_file;
+  bool follow_catalog = false;
   std::vector<std::string> envs = {"test", "prod"};
   chasqui::QuotaLedgerOptions ledger_options;
   chasqui::BusOptions bus_options;
@@ -61,6 +64,11 @@ int main(int argc, char** argv) {
   serve->add_option("--policy", policy_file,
                     "JSON policies applied at start to grants and services that have none "
                     "stored yet");
+  serve->add_flag("--catalog", follow_catalog,
+                  "follow the catalog: each active grant's quota (else its service's default) "
+                  "and each service's capacity, applied live; people's decisions win over it "
+                  "(needs --anchors: the catalog's events are verified)")
+      ->excludes("--policy");
   serve->add_option("--zone", ledger_options.zone, "time zone of the day and month periods");
   serve->add_option("--share-ttl-ms", ledger_options.share_ttl_ms,
                     "lifetime of a router's rate share");
@@ -84,6 +92,15 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (*bench) return chasqui::RunQuotaBench(bench_options);
+  if (follow_catalog && anchors_file.empty()) {
+    return Fail(absl::InvalidArgumentError(
+        "--catalog needs --anchors roots.json: the catalog's events are verified with its "
+        "certificate, fetched from the crypto service and checked against the pinned roots"));
+  }
+  if (!anchors_file.empty() && envs.empty()) {
+    return Fail(absl::InvalidArgumentError(
+        "--anchors needs at least one --env (whose people may sign changes)"));
+  }
 
   const chasqui::Clock& clock = chasqui::SystemClock();
   // The zone first: a typo must stop the service before it opens anything.
@@ -113,51 +130,37 @@ int main(int argc, char** argv) {
   if (!bus.ok()) return Fail(bus.status());
 
   // Signers of changes: certificates verified against the pinned roots, fetched from the
-  // crypto service on first sight, revocations followed.
-  std::vector<std::unique_ptr<chasqui::CertificateDirectory>> directories;
-  std::vector<std::unique_ptr<chasqui::Subscription>> watches;
-  std::unique_ptr<chasqui::CryptoClient> crypto;
-  std::unique_ptr<chasqui::DirectorySigners> signers;
+  // crypto service on first sight, revocations followed (replies under the quota user's inbox).
+  std::unique_ptr<chasqui::FollowedSigners> signers;
   if (!anchors_file.empty()) {
     auto anchors = chasqui::LoadTrustAnchors(anchors_file);
     if (!anchors.ok()) return Fail(anchors.status());
-    auto client = chasqui::CryptoClient::Create(
-        bus->get(), fmt::format("_INBOX._quota.{}", ::getpid()));
-    if (!client.ok()) return Fail(client.status());
-    crypto = *std::move(client);
-    std::map<std::string, chasqui::CertificateDirectory*> by_env;
-    for (const std::string& env : envs) {
-      directories.push_back(std::make_unique<chasqui::CertificateDirectory>(env, *anchors));
-      chasqui::CertificateDirectory* d = directories.back().get();
-      by_env[env] = d;
-      auto watch = chasqui::WatchRevocations(bus->get(), d, clock);
-      if (!watch.ok()) return Fail(watch.status());
-      watches.push_back(*std::move(watch));
-      if (auto s = chasqui::CatchUpRevocations(*crypto, *d, clock); !s.ok()) {
-        CHQ_LOG_WARN("revocation list for {} not fetched yet (signed changes answer UNAVAILABLE "
-                     "until one arrives): {}",
-                     env, MessageOf(s));
-      }
-    }
-    chasqui::CryptoClient* c = crypto.get();
-    signers = std::make_unique<chasqui::DirectorySigners>(
-        by_env, [c](chasqui::CertificateDirectory& d, uint64_t serial, int64_t now_ms) {
-          chasqui::v1::DirectoryRequest req;
-          req.set_env(d.env());
-          req.add_serials(serial);
-          CHASQUI_ASSIGN_OR_RETURN(chasqui::v1::DirectoryReply reply, c->Directory(req));
-          std::vector<std::string> certs;
-          for (const auto& cert : reply.certificates()) certs.push_back(cert.SerializeAsString());
-          return d.AddCertificates(certs, now_ms);
-        });
+    auto followed = chasqui::FollowedSigners::Start(
+        bus->get(), *anchors, envs,
+        fmt::format("{}.{}", chasqui::NatsServiceInboxPrefix("quota", envs.front()), ::getpid()),
+        clock);
+    if (!followed.ok()) return Fail(followed.status());
+    signers = *std::move(followed);
+  }
+  std::unique_ptr<chasqui::CatalogPolicies> catalog_policies;
+  if (follow_catalog) {
+    chasqui::CatalogPoliciesOptions po;
+    po.envs = envs;
+    po.follow_env = envs.front();
+    po.follower.inbox_prefix = fmt::format(
+        "{}.{}.catalog", chasqui::NatsServiceInboxPrefix("quota", po.follow_env), ::getpid());
+    auto p = chasqui::CatalogPolicies::Start(po, bus->get(), ledger->get(), *signers, clock);
+    if (!p.ok()) return Fail(p.status());
+    catalog_policies = *std::move(p);
   }
   chasqui::QuotaControlOptions control_options;
   control_options.control_window_ms = control_window_ms;
   chasqui::QuotaControl control(control_options, ledger->get(), signers.get(), clock);
-  CHQ_LOG_INFO("config: data={} zone={} share_ttl_ms={} nats={} anchors={} envs={}", data_dir,
-               ledger_options.zone, ledger_options.share_ttl_ms, bus_options.url,
+  CHQ_LOG_INFO("config: data={} zone={} share_ttl_ms={} nats={} anchors={} envs={} policies={}",
+               data_dir, ledger_options.zone, ledger_options.share_ttl_ms, bus_options.url,
                anchors_file.empty() ? "(none: signed changes refused)" : anchors_file,
-               fmt::join(envs, ","));
+               fmt::join(envs, ","),
+               follow_catalog ? "catalog" : policy_file.empty() ? "(stored only)" : policy_file);
 
   auto registry = std::make_shared<prometheus::Registry>();
   chasqui::QuotaServiceOptions service_options;
@@ -166,7 +169,12 @@ int main(int argc, char** argv) {
                                               &control, registry, clock);
   if (!service.ok()) return Fail(service.status());
   chasqui::QuotaService* s = service->get();
-  auto ops = chasqui::OpsServer::Start(ops_options, registry, [s] { return s->Ready(); });
+  chasqui::CatalogPolicies* cp = catalog_policies.get();
+  auto ops = chasqui::OpsServer::Start(ops_options, registry, [s, cp] {
+    absl::Status ready = s->Ready();
+    if (ready.ok() && cp != nullptr) ready = cp->Ready();
+    return ready;
+  });
   if (!ops.ok()) return Fail(ops.status());
   CHQ_LOG_INFO("ready: ops port {}", (*ops)->port());
 
@@ -176,8 +184,8 @@ int main(int argc, char** argv) {
     CHQ_LOG_WARN("drain: {}", MessageOf(st));
   }
   service->reset();
-  watches.clear();
-  crypto.reset();
+  catalog_policies.reset();
+  signers.reset();
   if (auto st = (*bus)->Drain(absl::Seconds(5)); !st.ok()) {
     CHQ_LOG_WARN("drain: {}", MessageOf(st));
   }

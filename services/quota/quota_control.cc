@@ -6,6 +6,7 @@
 #include "common/core/names.h"
 #include "common/core/status.h"
 #include "common/crypto/sodium.h"
+#include "common/trust/control_check.h"
 #include "common/trust/requests.h"
 #include "common/trust/signed_message.h"
 #include "fmt/format.h"
@@ -41,15 +42,9 @@ v1::ControlRequest MakeQuotaControlRequest(v1::QuotaControlBody body, std::strin
 
 absl::StatusOr<QuotaControl::Checked> QuotaControl::Check(std::string_view verb,
                                                           std::string_view request) {
-  v1::ControlRequest req;
   Checked c;
-  if (!req.ParseFromArray(request.data(), static_cast<int>(request.size())) ||
-      !c.body.ParseFromString(req.body()) || req.signature().size() != 64) {
-    return absl::InvalidArgumentError(fmt::format(
-        "{}: not a ControlRequest carrying a QuotaControlBody and a 64-byte signature "
-        "(truncated or garbage)",
-        verb));
-  }
+  CHASQUI_ASSIGN_OR_RETURN(v1::ControlRequest req,
+                           ParseControlRequest(request, c.body, verb, "QuotaControlBody"));
   const v1::QuotaControlBody& b = c.body;
   if (b.nonce().size() != 16) {
     return absl::InvalidArgumentError(fmt::format("{}: nonce must be 16 bytes", verb));
@@ -59,28 +54,9 @@ absl::StatusOr<QuotaControl::Checked> QuotaControl::Check(std::string_view verb,
         "{}: this quota service verifies no signed requests (started without --anchors)", verb));
   }
   const int64_t now = clock_.NowUnixMillis();
-  auto cert = signers_->Lookup(b.env(), b.signer_serial(), now);
-  if (!cert.ok()) {
-    const absl::Status& s = cert.status();
-    const std::string msg =
-        fmt::format("{}: signer certificate {}: {}", verb, b.signer_serial(), MessageOf(s));
-    if (absl::IsPermissionDenied(s) || absl::IsUnavailable(s)) {
-      return absl::Status(s.code(), ToAbsl(msg));
-    }
-    return absl::UnauthenticatedError(msg);
-  }
-  c.signer = *std::move(cert);
-  CHASQUI_ASSIGN_OR_RETURN(SignatureBytes sig, ToArray<64>(req.signature(), "signature"));
-  if (!VerifySignature(c.signer->sign_pk, SignedMessage(ControlTag(b.env()), req.body()), sig)) {
-    return absl::UnauthenticatedError(fmt::format(
-        "{}: signature does not verify with certificate {}", verb, c.signer->serial));
-  }
-  if (b.sent_at_ms() < now - options_.control_window_ms ||
-      b.sent_at_ms() > now + options_.control_window_ms) {
-    return absl::FailedPreconditionError(
-        fmt::format("{}: sent_at {} is outside the ±{} ms window around {}", verb,
-                    b.sent_at_ms(), options_.control_window_ms, now));
-  }
+  CHASQUI_ASSIGN_OR_RETURN(c.signer,
+                           VerifyControlSigner(req, ControlFieldsOf(b), *signers_, now,
+                                               options_.control_window_ms, verb));
   CHASQUI_RETURN_IF_ERROR(ledger_->RememberNonce(c.signer->serial, b.nonce(),
                                                  now + 2 * options_.control_window_ms));
   if (ActionVerb(b) != verb) {

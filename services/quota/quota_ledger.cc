@@ -551,6 +551,85 @@ absl::StatusOr<int> QuotaLedger::ApplyInitial(const PolicySet& set, const std::s
   return static_cast<int>(grants.size() + providers.size());
 }
 
+bool IsDefaultLimit(const std::string& changed_by) {
+  return changed_by == "config" || changed_by.rfind("catalog:", 0) == 0;
+}
+
+absl::StatusOr<ApplyDefaultsResult> QuotaLedger::ApplyDefaults(const PolicySet& set,
+                                                               const std::string& by) {
+  for (const auto& p : set.grants) CHASQUI_RETURN_IF_ERROR(ValidatePolicy(p));
+  for (const auto& c : set.providers) CHASQUI_RETURN_IF_ERROR(ValidateCapacity(c));
+  absl::MutexLock lock(&mu_);
+  const int64_t now = clock_.NowUnixMillis();
+  ApplyDefaultsResult result;
+  KvBatch batch;
+  std::vector<v1::QuotaPolicy> policies;
+  std::vector<v1::ProviderCapacity> capacities;
+  for (v1::QuotaPolicy p : set.grants) {
+    const std::string grant = GrantKeyString(p.grant());
+    if (auto it = policies_.find(grant); it != policies_.end()) {
+      const v1::QuotaPolicy& old = it->second;
+      if (!IsDefaultLimit(old.changed_by())) {
+        ++result.kept;
+        continue;
+      }
+      if (old.rate_per_second() == p.rate_per_second() && old.burst() == p.burst() &&
+          old.per_day() == p.per_day() && old.per_month() == p.per_month()) {
+        continue;
+      }
+    }
+    p.set_changed_at_ms(now);
+    p.set_changed_by(by);
+    batch.Put(PolicyKey(grant), p.SerializeAsString());
+    policies.push_back(std::move(p));
+  }
+  for (v1::ProviderCapacity c : set.providers) {
+    const std::string service = ServiceKeyString(c.service());
+    auto it = capacities_.find(service);
+    if (it == capacities_.end()) {
+      if (c.rate_per_second() == 0) continue;  // no limit, and none stored
+    } else {
+      const v1::ProviderCapacity& old = it->second;
+      if (!IsDefaultLimit(old.changed_by())) {
+        ++result.kept;
+        continue;
+      }
+      if (old.rate_per_second() == c.rate_per_second() && old.burst() == c.burst()) continue;
+    }
+    c.set_changed_at_ms(now);
+    c.set_changed_by(by);
+    batch.Put(CapacityKey(service), c.SerializeAsString());
+    capacities.push_back(std::move(c));
+  }
+  if (policies.empty() && capacities.empty()) return result;
+  CHASQUI_RETURN_IF_ERROR(store_->Write(batch, Durability::kSynced));
+  for (v1::QuotaPolicy& p : policies) {
+    const std::string grant = GrantKeyString(p.grant());
+    CHQ_LOG_INFO("quota policy set: {} rate={}/s burst={} per_day={} per_month={} by {}", grant,
+                 p.rate_per_second(), p.burst(), p.per_day(), p.per_month(), by);
+    service_of_[grant] = ServiceKeyString(ServiceOf(p.grant()));
+    result.grants.push_back(p.grant());
+    policies_[grant] = std::move(p);
+  }
+  for (v1::ProviderCapacity& c : capacities) {
+    CHQ_LOG_INFO("provider capacity set: {} rate={}/s burst={} by {}",
+                 ServiceKeyString(c.service()), c.rate_per_second(), c.burst(), by);
+    result.services.push_back(c.service());
+    capacities_[ServiceKeyString(c.service())] = std::move(c);
+  }
+  return result;
+}
+
+absl::StatusOr<v1::ProviderCapacity> QuotaLedger::Capacity(const v1::ServiceKey& service) const {
+  absl::MutexLock lock(&mu_);
+  auto it = capacities_.find(ServiceKeyString(service));
+  if (it == capacities_.end()) {
+    return absl::NotFoundError(
+        fmt::format("no provider capacity for {}", ServiceKeyString(service)));
+  }
+  return it->second;
+}
+
 absl::StatusOr<v1::QuotaPolicy> QuotaLedger::Policy(const v1::GrantKey& grant) const {
   absl::MutexLock lock(&mu_);
   auto it = policies_.find(GrantKeyString(grant));

@@ -24,7 +24,9 @@
 //     keyed by period, so rollover at local midnight / the 1st needs no job.
 //
 // A grant with no policy has no grant limits (its counts are still kept); a provider service
-// with no capacity has no capacity limit. The catalog will feed policies through PolicySource.
+// with no capacity has no capacity limit. Policies come from a JSON file (JsonPolicyFile,
+// ApplyInitial) or the catalog (catalog_policies.h, ApplyDefaults), and from people's signed
+// changes (set_policy, quota decisions), which win over both.
 //
 // Store layout (be64 = 8-byte big-endian):
 //   policy/<env>/<consumer>/<provider>/<service>      QuotaPolicy
@@ -73,7 +75,7 @@ class QuotaPeriods {
   absl::TimeZone tz_;
 };
 
-// Policies from configuration: the initial JSON file today, the catalog later.
+// Policies from configuration: the initial JSON file, or the catalog (catalog_policies.h).
 struct PolicySet {
   std::vector<v1::QuotaPolicy> grants;
   std::vector<v1::ProviderCapacity> providers;
@@ -109,6 +111,17 @@ class JsonPolicyFile final : public PolicySource {
 absl::Status ValidatePolicy(const v1::QuotaPolicy& policy);
 absl::Status ValidateCapacity(const v1::ProviderCapacity& capacity);
 
+// What QuotaLedger::ApplyDefaults changed.
+struct ApplyDefaultsResult {
+  std::vector<v1::GrantKey> grants;      // policies set
+  std::vector<v1::ServiceKey> services;  // capacities set
+  int kept = 0;  // entries left alone because a person's decision holds them
+};
+
+// True for a policy or capacity that came from configuration or the catalog (changed_by
+// "config" or "catalog:..."), which the catalog's defaults may replace.
+bool IsDefaultLimit(const std::string& changed_by);
+
 struct QuotaLedgerOptions {
   std::string zone = "America/La_Paz";
   int64_t share_ttl_ms = 4000;
@@ -140,8 +153,17 @@ class QuotaLedger {
   // operators' and managers' later changes win over it across restarts. Returns how many
   // were applied. Validation errors name the entry; nothing is applied then.
   absl::StatusOr<int> ApplyInitial(const PolicySet& set, const std::string& by);
+  // Defaults from the catalog (CatalogPolicies): sets each grant's policy and each service's
+  // capacity from `set`, marked `by` ("catalog:v<version>"), except where a person decided:
+  // a stored entry whose changed_by is neither "config" nor "catalog:..." (an operator's
+  // set_policy, a quota decision) is kept. Entries whose limits equal what is stored are
+  // skipped; a capacity with no limit is not stored where none is. Validation errors name the
+  // entry; nothing is applied then. Returns what changed and how many were kept.
+  absl::StatusOr<ApplyDefaultsResult> ApplyDefaults(const PolicySet& set, const std::string& by);
   // NotFound if the grant has no policy.
   absl::StatusOr<v1::QuotaPolicy> Policy(const v1::GrantKey& grant) const;
+  // NotFound if the service has no capacity.
+  absl::StatusOr<v1::ProviderCapacity> Capacity(const v1::ServiceKey& service) const;
 
   absl::StatusOr<v1::UsageReply> Usage(const v1::UsageRequest& request) const;
 

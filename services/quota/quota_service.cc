@@ -79,6 +79,9 @@ absl::StatusOr<std::unique_ptr<QuotaService>> QuotaService::Start(
                             [self, verb](const BusMessage& msg) { self->Handle(verb, msg); }));
     s->subscriptions_.push_back(std::move(sub));
   }
+  // The server knows the subscriptions before anyone is told we serve: a request sent right
+  // after Start() returns is not answered "no responders".
+  CHASQUI_RETURN_IF_ERROR(bus->Flush(absl::Seconds(5)));
   s->ticker_ = std::thread([self] {
     while (!self->stop_.WaitForNotificationWithTimeout(self->options_.tick)) self->UpdateGauges();
   });

@@ -109,11 +109,23 @@ struct RouterCore::Exchange {
   std::string label_provider;
   int64_t router_ns = 0;  // time spent in the router on the way in
   std::shared_ptr<v1::AuditRecord> record;  // with tracing on: the request's half, forwarded_at
+  std::shared_ptr<const TrustStore> trust;  // the request's snapshot: verifies the reply
+};
+
+// A request whose sender or recipient certificate the snapshot did not hold, owned while it
+// waits for the fetch worker.
+struct RouterCore::PendingFetch {
+  std::string subject;
+  std::string reply;
+  std::string data;
+  int64_t start_ns = 0;
+  int64_t received_ms = 0;
+  std::vector<uint64_t> serials;
 };
 
 RouterCore::RouterCore(const RouterOptions& options, Publisher* publisher, RequestMux* mux,
-                       Identity identity, TrustStore trust, RouterMetrics* metrics,
-                       const Clock& clock, audit::AuditClient* audit)
+                       Identity identity, std::shared_ptr<TrustSource> trust,
+                       RouterMetrics* metrics, const Clock& clock, audit::AuditClient* audit)
     : options_(options),
       publisher_(publisher),
       mux_(mux),
@@ -128,12 +140,131 @@ RouterCore::RouterCore(const RouterOptions& options, Publisher* publisher, Reque
       signer_(identity_.sign, EnvelopeTag(options.env)),
       audit_(audit),
       tally_(options.env, options.router_id, clock.NowUnixMillis()) {
-  absl::MutexLock lock(&audit_mu_);
-  last_flush_ns_ = clock_.NowMonoNanos();
+  CHASQUI_CHECK(trust_ != nullptr, "the router needs a trust source");
+  {
+    absl::MutexLock lock(&audit_mu_);
+    last_flush_ns_ = clock_.NowMonoNanos();
+  }
+  if (trust_->fetches()) fetcher_ = std::thread([this] { FetchLoop(); });
 }
 
-std::string_view RouterCore::KnownEntityOr(std::string_view name) const {
-  return trust_.Find(name, Role::kEntity) != nullptr ? name : kUnknown;
+RouterCore::~RouterCore() { StopFetching(); }
+
+std::string_view RouterCore::KnownEntityOr(const TrustStore* trust, std::string_view name) {
+  return trust != nullptr && trust->Find(name, Role::kEntity) != nullptr ? name : kUnknown;
+}
+
+absl::Status RouterCore::TrustHealth() const { return trust_->Current().status(); }
+
+size_t RouterCore::pending_fetches() const {
+  absl::MutexLock lock(&fetch_mu_);
+  return pending_.size();
+}
+
+bool RouterCore::QueueFetch(const BusMessage& msg, int64_t start_ns, int64_t received_ms,
+                            std::vector<uint64_t> serials) {
+  {
+    absl::MutexLock lock(&fetch_mu_);
+    if (fetch_stopped_ || pending_.size() >= options_.max_pending_fetches) {
+      metrics_->CountFetch("queue_full");
+      return false;
+    }
+    pending_.push_back(PendingFetch{std::string(msg.subject), std::string(msg.reply),
+                                    std::string(msg.data), start_ns, received_ms,
+                                    std::move(serials)});
+    metrics_->fetch_queue().Set(static_cast<double>(pending_.size()));
+  }
+  metrics_->CountFetch("queued");
+  fetch_cv_.Signal();
+  return true;
+}
+
+void RouterCore::FetchLoop() {
+  for (;;) {
+    std::deque<PendingFetch> batch;
+    bool stopped;
+    {
+      absl::MutexLock lock(&fetch_mu_);
+      while (!fetch_stopped_ && pending_.empty()) fetch_cv_.Wait(&fetch_mu_);
+      stopped = fetch_stopped_;
+      batch.swap(pending_);
+      metrics_->fetch_queue().Set(0);
+    }
+    absl::StatusOr<std::shared_ptr<const TrustStore>> trust =
+        absl::UnavailableError("the router is shutting down; retry");
+    if (!stopped) {
+      // Everything queued meanwhile in one directory request: a flood of unknown serials costs
+      // one request per pass, and each serial one per backoff at most.
+      std::vector<uint64_t> serials;
+      for (const PendingFetch& p : batch) {
+        serials.insert(serials.end(), p.serials.begin(), p.serials.end());
+      }
+      std::sort(serials.begin(), serials.end());
+      serials.erase(std::unique(serials.begin(), serials.end()), serials.end());
+      trust = trust_->FetchSerials(serials);
+    }
+    for (const PendingFetch& p : batch) {
+      const BusMessage msg{p.subject, p.reply, p.data, false};
+      const auto subject = ParseRequestSubject(p.subject);  // parsed once before: valid
+      if (!trust.ok()) {
+        RefuseUntrusted(msg, *subject, trust.status());
+        continue;
+      }
+      Check(msg, *subject, p.start_ns, p.received_ms, *trust, /*fetched=*/true);
+    }
+    if (stopped) return;
+  }
+}
+
+void RouterCore::StopFetching() {
+  {
+    absl::MutexLock lock(&fetch_mu_);
+    fetch_stopped_ = true;
+  }
+  fetch_cv_.SignalAll();
+  if (fetcher_.joinable()) fetcher_.join();
+}
+
+absl::Status RouterCore::UnknownCertificate(std::string_view field, uint64_t serial,
+                                          bool fetched) {
+  if (!fetched) {
+    return ChasquiError(v1::UNAUTHENTICATED,
+                        fmt::format("{} {} is not a known key in {}", field, serial, options_.env));
+  }
+  // Within the source's backoff this asks nobody: it says what the directory holds.
+  auto why = trust_->FetchSerial(serial);
+  if (absl::IsUnavailable(why.status())) {
+    return ChasquiError(v1::UNAVAILABLE, MessageOf(why.status()));
+  }
+  if (!why.ok() && !absl::IsNotFound(why.status())) {
+    // Revoked (PermissionDenied) or expired / not yet valid (FailedPrecondition).
+    return ChasquiError(v1::UNAUTHENTICATED,
+                        fmt::format("{} {} is not accepted in {}: {}", field, serial,
+                                    options_.env, MessageOf(why.status())));
+  }
+  return ChasquiError(v1::UNAUTHENTICATED,
+                      fmt::format("{} {} is not a known key in {} (the crypto service's "
+                                  "directory has no gateway certificate with that serial)",
+                                  field, serial, options_.env));
+}
+
+absl::Status RouterCore::FetchQueueFull(std::string_view field, uint64_t serial) const {
+  return ChasquiError(
+      v1::UNAVAILABLE,
+      fmt::format("{} {} is not held by this router yet, and {} certificate lookups are already "
+                  "queued; retry shortly",
+                  field, serial, options_.max_pending_fetches));
+}
+
+void RouterCore::RefuseUntrusted(const BusMessage& msg, const RequestSubject& subject,
+                                 const absl::Status& why) {
+  // The consumer did nothing wrong: not charged to its pre-authentication limit. Its id, if
+  // the envelope parses, lets its gateway match the answer.
+  auto parsed = ParseEnvelope(msg.data);
+  const std::string id = parsed.ok() ? parsed->header.id() : std::string();
+  if (audit_ != nullptr) tally_.Count(kUnknown, v1::UNAVAILABLE);
+  Refuse(msg, std::string(msg.reply), id, subject.consumer, subject.provider, subject.service,
+         kUnknown, kUnknown, kUnknown, ChasquiError(v1::UNAVAILABLE, MessageOf(why)), nullptr);
 }
 
 void RouterCore::LogRefusal(std::string_view what) {
@@ -152,6 +283,9 @@ void RouterCore::LogRefusal(std::string_view what) {
 void RouterCore::HandleRequest(const BusMessage& msg) {
   const int64_t start_ns = clock_.NowMonoNanos();
   const int64_t received_ms = clock_.NowUnixMillis();
+  // The one snapshot this request is checked against.
+  const absl::StatusOr<std::shared_ptr<const TrustStore>> trust = trust_->Current();
+  const TrustStore* known = trust.ok() ? trust->get() : nullptr;
   const auto subject = ParseRequestSubject(msg.subject);
   if (!subject || subject->env != options_.env) {
     metrics_->CountDropped("bad_subject");
@@ -166,7 +300,9 @@ void RouterCore::HandleRequest(const BusMessage& msg) {
   // check reply subjects, so answering one would let a sender aim the router at anybody.
   if (!IsReplySubjectUnder(msg.reply, EntityInboxPrefix(options_.env, subject->consumer))) {
     metrics_->CountDropped("reply_subject");
-    if (audit_ != nullptr) tally_.Count(KnownEntityOr(subject->consumer), v1::BAD_REQUEST);
+    if (audit_ != nullptr) {
+      tally_.Count(KnownEntityOr(known, subject->consumer), v1::BAD_REQUEST);
+    }
     LogRefusal(fmt::format("request on {}: reply subject \"{}\" is outside _INBOX.{}.{}.; "
                            "dropped unanswered",
                            msg.subject, Printable(msg.reply), options_.env, subject->consumer));
@@ -175,15 +311,29 @@ void RouterCore::HandleRequest(const BusMessage& msg) {
   if (preauth_limiter_.Blocked(subject->consumer)) {
     metrics_->CountDropped("preauth_flood");
     // Unchecked, so of unknown cause: counted as what the refusals that blocked it mostly are.
-    if (audit_ != nullptr) tally_.Count(KnownEntityOr(subject->consumer), v1::UNAUTHENTICATED);
+    if (audit_ != nullptr) {
+      tally_.Count(KnownEntityOr(known, subject->consumer), v1::UNAUTHENTICATED);
+    }
     LogRefusal(fmt::format("request on {}: consumer {} is over its limit of {}/s refusals "
                            "before authentication; dropped unchecked until it slows down",
                            msg.subject, subject->consumer,
                            options_.preauth_refusals.per_second));
     return;
   }
+  if (!trust.ok()) {
+    // Fail closed: no revocation list, or a stale one.
+    RefuseUntrusted(msg, *subject, trust.status());
+    return;
+  }
+  Check(msg, *subject, start_ns, received_ms, *trust, /*fetched=*/false);
+}
+
+void RouterCore::Check(const BusMessage& msg, const RequestSubject& subject_ref,
+                       int64_t start_ns, int64_t received_ms,
+                       const std::shared_ptr<const TrustStore>& trust, bool fetched) {
+  const RequestSubject* subject = &subject_ref;
   const std::string reply_to(msg.reply);
-  const std::string_view label_consumer = KnownEntityOr(subject->consumer);
+  const std::string_view label_consumer = KnownEntityOr(trust.get(), subject->consumer);
   bool authenticated = false;
   std::shared_ptr<v1::AuditRecord> trace;  // once authenticated, with tracing on
   auto refuse = [&](const absl::Status& why, const std::string& in_reply_to,
@@ -232,13 +382,19 @@ void RouterCore::HandleRequest(const BusMessage& msg) {
            id, kUnknown);
     return;
   }
-  const std::string_view label_provider = KnownEntityOr(subject->provider);
-  const PublicIdentity* signer = trust_.BySerial(h.sender_cert());
+  const std::string_view label_provider = KnownEntityOr(trust.get(), subject->provider);
+  const bool can_fetch = !fetched && trust_->fetches();
+  const PublicIdentity* signer = trust->BySerial(h.sender_cert());
   if (signer == nullptr) {
-    refuse(ChasquiError(v1::UNAUTHENTICATED,
-                        fmt::format("sender_cert {} is not a known key in {}", h.sender_cert(),
-                                    options_.env)),
-           id, label_provider);
+    if (can_fetch) {
+      // Off the delivery thread; the recipient too if it is missing, in the same request.
+      std::vector<uint64_t> serials = {h.sender_cert()};
+      if (trust->BySerial(h.recipient_cert()) == nullptr) serials.push_back(h.recipient_cert());
+      if (QueueFetch(msg, start_ns, received_ms, std::move(serials))) return;
+      refuse(FetchQueueFull("sender_cert", h.sender_cert()), id, label_provider);
+      return;
+    }
+    refuse(UnknownCertificate("sender_cert", h.sender_cert(), fetched), id, label_provider);
     return;
   }
   if (signer->role != Role::kEntity || signer->entity != h.consumer()) {
@@ -257,7 +413,12 @@ void RouterCore::HandleRequest(const BusMessage& msg) {
   if (audit_ != nullptr) trace = RequestRecord(*parsed, received_ms, options_.router_id);
   (cache_hit ? metrics_->root_cache_hits() : metrics_->root_cache_misses()).Increment();
   metrics_->batch_size().Observe(parsed->envelope.sig().tree_size());
-  const PublicIdentity* recipient = trust_.BySerial(h.recipient_cert());
+  const PublicIdentity* recipient = trust->BySerial(h.recipient_cert());
+  if (recipient == nullptr && can_fetch) {
+    if (QueueFetch(msg, start_ns, received_ms, {h.recipient_cert()})) return;
+    refuse(FetchQueueFull("recipient_cert", h.recipient_cert()), id, label_provider);
+    return;
+  }
   if (recipient == nullptr || recipient->role != Role::kEntity ||
       recipient->entity != h.provider()) {
     refuse(ChasquiError(v1::BAD_REQUEST,
@@ -316,6 +477,7 @@ void RouterCore::HandleRequest(const BusMessage& msg) {
   ex->service = h.service();
   ex->label_consumer = label_consumer;
   ex->label_provider = label_provider;
+  ex->trust = trust;
   if (trace != nullptr) {
     trace->set_forwarded_at_ms(clock_.NowUnixMillis());
     ex->record = std::move(trace);
@@ -360,7 +522,7 @@ void RouterCore::OnProviderAnswer(const std::shared_ptr<Exchange>& ex, MuxOutcom
     case MuxOutcome::kReply: {
       auto parsed = ParseEnvelope(reply->data);
       const PublicIdentity* signer =
-          parsed.ok() ? trust_.BySerial(parsed->header.sender_cert()) : nullptr;
+          parsed.ok() ? ex->trust->BySerial(parsed->header.sender_cert()) : nullptr;
       absl::Status valid;
       if (!parsed.ok()) {
         valid = parsed.status();
@@ -655,7 +817,25 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Start(const RouterOptions& optio
                                                       Identity identity, TrustStore trust,
                                                       std::shared_ptr<prometheus::Registry> registry,
                                                       const Clock& clock) {
+  return Start(options, bus, std::move(identity), FixedTrust(std::move(trust)),
+               std::move(registry), clock);
+}
+
+absl::StatusOr<std::unique_ptr<Router>> Router::Start(const RouterOptions& options, Bus* bus,
+                                                      Identity identity,
+                                                      std::shared_ptr<TrustSource> trust,
+                                                      std::shared_ptr<prometheus::Registry> registry,
+                                                      const Clock& clock) {
   CHASQUI_RETURN_IF_ERROR(ValidateEnv(options.env));
+  if (trust == nullptr) return absl::InvalidArgumentError("the router needs a trust source");
+  if (trust->env() != options.env) {
+    return absl::InvalidArgumentError(fmt::format(
+        "the trust source is for environment {}; this router serves {}", trust->env(),
+        options.env));
+  }
+  if (options.max_pending_fetches == 0) {
+    return absl::InvalidArgumentError("max_pending_fetches must be at least 1");
+  }
   CHASQUI_RETURN_IF_ERROR(ValidateName("router id", options.router_id));
   if (identity.pub.role != Role::kRouter || identity.pub.env != options.env) {
     return absl::InvalidArgumentError(fmt::format(
@@ -740,6 +920,7 @@ absl::Status Router::Ready() const {
   if (subscribe_failed_) return absl::UnavailableError("subscribing to requests failed");
   if (!serving_) return absl::UnavailableError("startup hold: waiting out the freshness window");
   if (!bus_->Connected()) return absl::UnavailableError("not connected to NATS");
+  CHASQUI_RETURN_IF_ERROR(core_->TrustHealth());
   return core_->AuditHealth();
 }
 
@@ -771,6 +952,8 @@ Router::~Router() {
   if (!stop_.HasBeenNotified()) stop_.Notify();
   if (hold_thread_.joinable()) hold_thread_.join();
   subscription_.reset();  // no new requests reach the core
+  // The fetch worker forwards through the mux: it stops first (what it still holds is refused).
+  if (core_ != nullptr) core_->StopFetching();
   mux_.reset();           // answers what is pending with kClosed, through the core
   // The core outlives the audit client and its mux: their last answers run through it.
   if (core_ != nullptr) core_->StopTracing();

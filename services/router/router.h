@@ -20,15 +20,36 @@
 // back. Refusals before authentication, drops, and the authenticated refusals that cannot take a
 // record's unique key (REPLAYED, AUDIT_UNAVAILABLE) are counted per (consumer label, code) and
 // sent as RefusalCount entries every `refusal_count_interval`.
+//
+// Trust comes from a TrustSource (common/trust/trust_source.h): a trust file (FixedTrust), or
+// certificates (CertificateTrust: pinned roots, the crypto service's directory, revocation
+// lists). Each request takes one snapshot (Current()) and is checked against it throughout:
+//   - no snapshot (revocation list missing or past valid_until): refused UNAVAILABLE, signed,
+//     counted, before any other check of the envelope (fail closed; not charged to the
+//     consumer's pre-authentication limit: it did nothing wrong);
+//   - a revoked key or entity leaves the snapshot when the new list arrives, so from the next
+//     request on it is refused UNAUTHENTICATED ("... revoked ..."), and its verified batch roots
+//     are never reached: the root cache is consulted only for a signer found in the snapshot;
+//   - a sender or recipient certificate serial not in the snapshot, with a source that
+//     fetches, never blocks the delivery thread: the request goes to a bounded queue whose one
+//     worker asks the directory (FetchSerials: the due serials of everything queued in one
+//     request, each serial at most once per the source's backoff) and then runs the checks
+//     again on the new snapshot. Queue full: UNAVAILABLE ("... certificate lookups queued ...").
+//     Still unknown after the fetch: UNAUTHENTICATED as with a trust file, still charged to the
+//     pre-authentication limit (so a flood of made-up serials from one consumer stops costing
+//     anything once its limit is reached).
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/bus/bus.h"
@@ -38,7 +59,9 @@
 #include "common/envelope/envelope.h"
 #include "common/envelope/identity.h"
 #include "common/envelope/replay_guard.h"
+#include "common/envelope/subjects.h"
 #include "common/envelope/verifier.h"
+#include "common/trust/trust_source.h"
 #include "prometheus/registry.h"
 #include "services/audit/audit_client.h"
 #include "services/catalog/catalog_snapshot.h"
@@ -80,6 +103,9 @@ struct RouterOptions {
   // (CatalogFollower; the enforcer's own worker). Not owned.
   const CatalogSnapshot* catalog = nullptr;
   QuotaEnforcer* quota = nullptr;
+  // Requests waiting for a certificate lookup (a TrustSource that fetches); beyond it they are
+  // refused UNAVAILABLE at once.
+  size_t max_pending_fetches = 1024;
 };
 
 // The checks and the forwarding, written against small interfaces so unit tests can use
@@ -88,11 +114,20 @@ class RouterCore {
  public:
   // `publisher`, `mux`, `metrics`, `clock` and `audit` must outlive the core. `audit` is null
   // when tracing is off (then `options.audit` is ignored).
+  // `trust` must not be null. Starts the certificate fetch worker when it fetches().
   RouterCore(const RouterOptions& options, Publisher* publisher, RequestMux* mux,
-             Identity identity, TrustStore trust, RouterMetrics* metrics, const Clock& clock,
-             audit::AuditClient* audit = nullptr);
+             Identity identity, std::shared_ptr<TrustSource> trust, RouterMetrics* metrics,
+             const Clock& clock, audit::AuditClient* audit = nullptr);
+  ~RouterCore();
 
   void HandleRequest(const BusMessage& msg);
+  // Stops the fetch worker; what is still queued is refused UNAVAILABLE ("shutting down").
+  // Called before the mux and the bus go (the worker forwards through them).
+  void StopFetching();
+  // The trust snapshot's state (for /readyz): Unavailable while the revocation list is
+  // missing or stale.
+  absl::Status TrustHealth() const;
+  size_t pending_fetches() const;
 
   // Sends the refusal counts of the interval now closing, and those whose earlier sending
   // failed, to the audit service (no-op when tracing is off). Called by the router's ticker
@@ -113,6 +148,24 @@ class RouterCore {
 
  private:
   struct Exchange;
+  struct PendingFetch;
+  // The checks from parse on, against `trust`; `fetched` once the worker has asked the
+  // directory for this request's unknown serials (then unknown means UNAUTHENTICATED).
+  void Check(const BusMessage& msg, const RequestSubject& subject, int64_t start_ns,
+             int64_t received_ms, const std::shared_ptr<const TrustStore>& trust, bool fetched);
+  // Queues the request for the fetch worker, which asks for `serials`; false if the queue is
+  // full (or the worker stopped).
+  bool QueueFetch(const BusMessage& msg, int64_t start_ns, int64_t received_ms,
+                  std::vector<uint64_t> serials);
+  void FetchLoop();
+  // UNAVAILABLE because of the trust itself (no usable snapshot, or shutting down): signed,
+  // counted, not charged to the consumer's pre-authentication limit.
+  void RefuseUntrusted(const BusMessage& msg, const RequestSubject& subject,
+                       const absl::Status& why);
+  // UNAUTHENTICATED for a `field` serial not in the snapshot; once `fetched`, saying why the
+  // directory did not yield it (revoked, expired, unknown), or UNAVAILABLE if it cannot say.
+  absl::Status UnknownCertificate(std::string_view field, uint64_t serial, bool fetched);
+  absl::Status FetchQueueFull(std::string_view field, uint64_t serial) const;
   // `trace` (null before authentication, or with tracing off) is the request's half-filled
   // record: the refusal is recorded, or counted when it cannot take the record's key.
   void Refuse(const BusMessage& msg, const std::string& reply_to, const std::string& in_reply_to,
@@ -139,14 +192,14 @@ class RouterCore {
   // retry interval that probes it.
   bool AuditAdmits();
   void NoteAuditResult(const absl::Status& status);
-  std::string_view KnownEntityOr(std::string_view name) const;
+  static std::string_view KnownEntityOr(const TrustStore* trust, std::string_view name);
   void LogRefusal(std::string_view what);
 
   const RouterOptions options_;
   Publisher* publisher_;
   RequestMux* mux_;
   const Identity identity_;
-  const TrustStore trust_;
+  const std::shared_ptr<TrustSource> trust_;
   RouterMetrics* metrics_;
   const Clock& clock_;
   RootCache root_cache_;
@@ -170,6 +223,14 @@ class RouterCore {
   std::vector<v1::RefusalCount> unsent_counts_ ABSL_GUARDED_BY(audit_mu_);
   size_t counts_in_flight_ ABSL_GUARDED_BY(audit_mu_) = 0;
   int64_t last_flush_ns_ ABSL_GUARDED_BY(audit_mu_) = 0;
+
+  // Requests waiting for a certificate lookup, and their one worker (only when
+  // trust_->fetches()).
+  mutable absl::Mutex fetch_mu_;
+  std::deque<PendingFetch> pending_ ABSL_GUARDED_BY(fetch_mu_);
+  bool fetch_stopped_ ABSL_GUARDED_BY(fetch_mu_) = false;
+  absl::CondVar fetch_cv_;
+  std::thread fetcher_;
 };
 
 class Router {
@@ -177,13 +238,20 @@ class Router {
   // Connects the core to `bus` (which must outlive the router) and subscribes to
   // `chq.<env>.req.>` in the queue group once the startup hold has passed.
   static absl::StatusOr<std::unique_ptr<Router>> Start(const RouterOptions& options, Bus* bus,
+                                                       Identity identity,
+                                                       std::shared_ptr<TrustSource> trust,
+                                                       std::shared_ptr<prometheus::Registry> registry,
+                                                       const Clock& clock = SystemClock());
+  // A trust file: FixedTrust(trust).
+  static absl::StatusOr<std::unique_ptr<Router>> Start(const RouterOptions& options, Bus* bus,
                                                        Identity identity, TrustStore trust,
                                                        std::shared_ptr<prometheus::Registry> registry,
                                                        const Clock& clock = SystemClock());
   ~Router();
 
-  // OK once the router serves and (with tracing on) the audit service acknowledges records;
-  // else why not (for /readyz).
+  // OK once the router serves, its trust snapshot is usable (revocation list held and not
+  // stale) and (with tracing on) the audit service acknowledges records; else why not (for
+  // /readyz).
   absl::Status Ready() const;
   // Stops taking requests and lets those in flight finish, up to `timeout`.
   absl::Status Drain(absl::Duration timeout);

@@ -88,6 +88,20 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, std::string env)
                    .Register(registry)
                    .Add(env_label);
   audit_up_->Set(1);
+  fetch_queue_ = &prometheus::BuildGauge()
+                      .Name("chasqui_router_certificate_fetch_queue")
+                      .Help("Requests waiting for a certificate lookup in the crypto service's "
+                            "directory (a sender or recipient serial this router did not hold)")
+                      .Register(registry)
+                      .Add({{"env", env_}});
+  fetch_outcomes_ = &prometheus::BuildCounter()
+                         .Name("chasqui_router_certificate_fetch_requests_total")
+                         .Help("Requests sent to the certificate fetch worker (queued), or "
+                               "refused UNAVAILABLE because its queue was full (queue_full)")
+                         .Register(registry);
+  for (const char* outcome : {"queued", "queue_full"}) {
+    fetch_outcomes_->Add({{"env", env_}, {"outcome", outcome}});
+  }
   for (const char* kind : {"refusal_count", "record"}) {
     audit_lost_.Add({{"env", env_}, {"kind", kind}});
   }
@@ -130,6 +144,10 @@ void RouterMetrics::CountRequest(std::string_view consumer, std::string_view pro
 
 void RouterMetrics::CountAuditLost(std::string_view kind) {
   audit_lost_.Add({{"env", env_}, {"kind", std::string(kind)}}).Increment();
+}
+
+void RouterMetrics::CountFetch(std::string_view outcome) {
+  fetch_outcomes_->Add({{"env", env_}, {"outcome", std::string(outcome)}}).Increment();
 }
 
 void RouterMetrics::CountDropped(std::string_view reason) {

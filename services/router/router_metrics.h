@@ -48,6 +48,10 @@ class RouterMetrics {
   // Trace entries the router could not hand over for good (a refusal count given up after its
   // retries, a record the audit service refused as malformed), by kind.
   void CountAuditLost(std::string_view kind);
+  // Certificate lookups off the delivery thread: the requests waiting, and each request handed
+  // to the worker by outcome ("queued", "queue_full").
+  prometheus::Gauge& fetch_queue() { return *fetch_queue_; }
+  void CountFetch(std::string_view outcome);
 
  private:
   const std::string env_;
@@ -67,6 +71,8 @@ class RouterMetrics {
   prometheus::Histogram* audit_ack_latency_;
   prometheus::Gauge* audit_up_;
   prometheus::Family<prometheus::Counter>& audit_lost_;
+  prometheus::Gauge* fetch_queue_ = nullptr;
+  prometheus::Family<prometheus::Counter>* fetch_outcomes_ = nullptr;
 };
 
 }  // namespace chasqui

@@ -94,50 +94,61 @@ TEST(NatsConfigTest, EachUserGetsExactlyItsSubjects) {
   in.users = {RouterUser("test", "p1"),       Entity("sin", "test", "p2"),
               Entity("segip", "test", "p3"),     RouterUser("prod", "p4"),
               Entity("sin", "prod", "p5"),       Service("crypto", "test", "p6"),
-              Service("audit", "test", "p7"),    Service("catalog", "prod", "p8")};
+              Service("audit", "test", "p7"),    Service("catalog", "prod", "p8"),
+              Service("quota", "test", "p9")};
   auto text = NatsServerConfig(in);
   ASSERT_TRUE(text.ok()) << text.status();
   const auto users = ParseUsers(*text);
-  ASSERT_EQ(users.size(), 8u) << *text;
+  ASSERT_EQ(users.size(), 9u) << *text;
 
   const Granted& sin = users.at("sin.test");
   EXPECT_EQ(sin.password, "p2");
   EXPECT_THAT(sin.publish, ElementsAre("chq.test.req.sin.>", "chq.ctl.crypto.enrol",
-                                       "chq.ctl.crypto.directory", "chq.ctl.catalog.>"));
+                                       "chq.ctl.crypto.directory", "chq.ctl.catalog.>",
+                  "chq.ctl.audit.query", "chq.ctl.audit.report", "chq.ctl.quota.usage",
+                  "chq.ctl.quota.request", "chq.ctl.quota.decide"));
   EXPECT_THAT(sin.subscribe, ElementsAre("chq.test.svc.sin.>", "_INBOX.test.sin.>",
-                                         "chq.evt.crypto.revoked"));
+                                         "chq.evt.crypto.revoked", "chq.evt.catalog.>"));
   EXPECT_TRUE(sin.allow_responses);
   EXPECT_EQ(sin.lines_with_allow, 2);
 
   const Granted& segip = users.at("segip.test");
   EXPECT_THAT(segip.publish, ElementsAre("chq.test.req.segip.>", "chq.ctl.crypto.enrol",
-                                         "chq.ctl.crypto.directory", "chq.ctl.catalog.>"));
+                                         "chq.ctl.crypto.directory", "chq.ctl.catalog.>",
+                  "chq.ctl.audit.query", "chq.ctl.audit.report", "chq.ctl.quota.usage",
+                  "chq.ctl.quota.request", "chq.ctl.quota.decide"));
   EXPECT_THAT(segip.subscribe, ElementsAre("chq.test.svc.segip.>", "_INBOX.test.segip.>",
-                                           "chq.evt.crypto.revoked"));
+                                           "chq.evt.crypto.revoked", "chq.evt.catalog.>"));
   EXPECT_TRUE(segip.allow_responses);
 
   const Granted& sin_prod = users.at("sin.prod");
   EXPECT_THAT(sin_prod.publish, ElementsAre("chq.prod.req.sin.>", "chq.ctl.crypto.enrol",
-                                            "chq.ctl.crypto.directory", "chq.ctl.catalog.>"));
+                                            "chq.ctl.crypto.directory", "chq.ctl.catalog.>",
+                  "chq.ctl.audit.query", "chq.ctl.audit.report", "chq.ctl.quota.usage",
+                  "chq.ctl.quota.request", "chq.ctl.quota.decide"));
   EXPECT_THAT(sin_prod.subscribe, ElementsAre("chq.prod.svc.sin.>", "_INBOX.prod.sin.>",
-                                              "chq.evt.crypto.revoked"));
+                                              "chq.evt.crypto.revoked", "chq.evt.catalog.>"));
 
   const Granted& router = users.at("router.test");
   EXPECT_THAT(router.publish,
               ElementsAre("chq.test.svc.>", "_INBOX.test.>", "chq.ctl.audit.append",
                           "chq.ctl.catalog.snapshot", "chq.ctl.catalog.events",
-                          "chq.ctl.crypto.directory"));
+                          "chq.ctl.crypto.enrol", "chq.ctl.crypto.directory", "chq.ctl.quota.lease",
+                          "chq.ctl.quota.return"));
   EXPECT_THAT(router.subscribe, ElementsAre("chq.test.req.>", "_INBOX._router.test.>",
-                                            "chq.evt.crypto.>", "chq.evt.catalog.>"));
+                                            "chq.evt.crypto.>", "chq.evt.catalog.>",
+                                            "chq.evt.quota.policy"));
   EXPECT_FALSE(router.allow_responses);
 
   const Granted& router_prod = users.at("router.prod");
   EXPECT_THAT(router_prod.publish,
               ElementsAre("chq.prod.svc.>", "_INBOX.prod.>", "chq.ctl.audit.append",
                           "chq.ctl.catalog.snapshot", "chq.ctl.catalog.events",
-                          "chq.ctl.crypto.directory"));
+                          "chq.ctl.crypto.enrol", "chq.ctl.crypto.directory", "chq.ctl.quota.lease",
+                          "chq.ctl.quota.return"));
   EXPECT_THAT(router_prod.subscribe, ElementsAre("chq.prod.req.>", "_INBOX._router.prod.>",
-                                                 "chq.evt.crypto.>", "chq.evt.catalog.>"));
+                                                 "chq.evt.crypto.>", "chq.evt.catalog.>",
+                                                 "chq.evt.quota.policy"));
 
   // Each service serves its own control subjects in its queue group, publishes its own events.
   const Granted& crypto = users.at("crypto.test");
@@ -147,13 +158,22 @@ TEST(NatsConfigTest, EachUserGetsExactlyItsSubjects) {
   EXPECT_TRUE(crypto.allow_responses);
   const Granted& audit = users.at("audit.test");
   EXPECT_THAT(audit.publish,
-              ElementsAre("chq.evt.audit.>", "chq.ctl.crypto.sign", "chq.ctl.crypto.directory"));
+              ElementsAre("chq.evt.audit.>", "chq.ctl.crypto.enrol", "chq.ctl.crypto.sign",
+                          "chq.ctl.crypto.directory"));
   EXPECT_THAT(audit.subscribe, ElementsAre("chq.ctl.audit.> chq.audit", "_INBOX._audit.test.>",
                                            "chq.evt.crypto.>"));
   EXPECT_TRUE(audit.allow_responses);
   EXPECT_THAT(users.at("catalog.prod").subscribe,
               ElementsAre("chq.ctl.catalog.> chq.catalog", "_INBOX._catalog.prod.>",
                           "chq.evt.crypto.>"));
+  // The quota service also follows the catalog (its policies come from it).
+  const Granted& quota = users.at("quota.test");
+  EXPECT_THAT(quota.publish,
+              ElementsAre("chq.evt.quota.>", "chq.ctl.crypto.enrol", "chq.ctl.crypto.sign",
+                          "chq.ctl.crypto.directory",
+                          "chq.ctl.catalog.snapshot", "chq.ctl.catalog.events"));
+  EXPECT_THAT(quota.subscribe, ElementsAre("chq.ctl.quota.> chq.quota", "_INBOX._quota.test.>",
+                                           "chq.evt.crypto.>", "chq.evt.catalog.>"));
 
   // Every connection must log in; the listen address is the one asked for; no deny lists or
   // wildcard users that would widen the plan.
@@ -171,17 +191,21 @@ TEST(NatsConfigTest, EachUserGetsExactlyItsSubjects) {
 TEST(NatsConfigTest, PermissionsForMatchTheSubjectPlan) {
   const NatsPermissions e = NatsPermissionsFor(NatsUserRole::kEntity, "aduana", "prod");
   EXPECT_THAT(e.publish_allow, ElementsAre("chq.prod.req.aduana.>", "chq.ctl.crypto.enrol",
-                                           "chq.ctl.crypto.directory", "chq.ctl.catalog.>"));
+                                           "chq.ctl.crypto.directory", "chq.ctl.catalog.>",
+                  "chq.ctl.audit.query", "chq.ctl.audit.report", "chq.ctl.quota.usage",
+                  "chq.ctl.quota.request", "chq.ctl.quota.decide"));
   EXPECT_THAT(e.subscribe_allow, ElementsAre("chq.prod.svc.aduana.>", "_INBOX.prod.aduana.>",
-                                             "chq.evt.crypto.revoked"));
+                                             "chq.evt.crypto.revoked", "chq.evt.catalog.>"));
   EXPECT_TRUE(e.allow_responses);
   const NatsPermissions r = NatsPermissionsFor(NatsUserRole::kRouter, "ignored", "test");
   EXPECT_THAT(r.publish_allow,
               ElementsAre("chq.test.svc.>", "_INBOX.test.>", "chq.ctl.audit.append",
                           "chq.ctl.catalog.snapshot", "chq.ctl.catalog.events",
-                          "chq.ctl.crypto.directory"));
+                          "chq.ctl.crypto.enrol", "chq.ctl.crypto.directory", "chq.ctl.quota.lease",
+                          "chq.ctl.quota.return"));
   EXPECT_THAT(r.subscribe_allow, ElementsAre("chq.test.req.>", "_INBOX._router.test.>",
-                                             "chq.evt.crypto.>", "chq.evt.catalog.>"));
+                                             "chq.evt.crypto.>", "chq.evt.catalog.>",
+                                             "chq.evt.quota.policy"));
   EXPECT_FALSE(r.allow_responses);
   EXPECT_EQ(NatsUserName(NatsUserRole::kService, "audit", "prod"), "audit.prod");
   EXPECT_EQ(NatsServiceInboxPrefix("catalog", "test"), "_INBOX._catalog.test");

@@ -108,7 +108,8 @@ class PermissionsTest : public ::testing::Test {
                                             {"router", "test", NatsUserRole::kRouter},
                                             {"crypto", "test", NatsUserRole::kService},
                                             {"audit", "test", NatsUserRole::kService},
-                                            {"catalog", "test", NatsUserRole::kService}},
+                                            {"catalog", "test", NatsUserRole::kService},
+                                            {"quota", "test", NatsUserRole::kService}},
                                            {"test"}, "the test's trust list"));
     NatsConfigInput input;
     input.listen = "127.0.0.1:4222";  // the test server's -p -1 overrides the port
@@ -420,7 +421,8 @@ TEST_F(PermissionsTest, AServiceServesItsControlSubjectsInItsQueueGroupAndAnswer
 }
 
 // The router traces to audit, asks catalog and crypto, and follows their events; an entity
-// follows revocations and asks crypto and catalog; each service publishes only its own events.
+// follows revocations and the catalog's changes and asks crypto and catalog; each service
+// publishes only its own events.
 TEST_F(PermissionsTest, RoutersEntitiesAndServicesReachExactlyTheControlPlaneTheyMay) {
   auto audit = As("audit.test");
   auto catalog = As("catalog.test");
@@ -435,8 +437,8 @@ TEST_F(PermissionsTest, RoutersEntitiesAndServicesReachExactlyTheControlPlaneThe
   auto s4 = Sub(*router, "chq.evt.crypto.>", at_router);
   auto s5 = Sub(*router, "chq.evt.catalog.>", at_router);
   auto s6 = Sub(*sin, "chq.evt.crypto.revoked", at_sin);
-  // sin may not read the catalog's events nor crypto's others; the router not audit's.
-  auto spy1 = sin->Subscribe("chq.evt.catalog.>", at_sin.Handler());
+  auto s7 = Sub(*sin, "chq.evt.catalog.>", at_sin);
+  // sin may not read crypto's other events; the router not audit's.
   auto spy2 = sin->Subscribe("chq.evt.crypto.>", at_sin.Handler());
   auto spy3 = router->Subscribe("chq.evt.audit.>", at_router.Handler());
   for (Bus* b : {audit.get(), catalog.get(), crypto.get(), router.get(), sin.get()}) {
@@ -465,6 +467,7 @@ TEST_F(PermissionsTest, RoutersEntitiesAndServicesReachExactlyTheControlPlaneThe
 
   ASSERT_TRUE(WaitFor([&] { return at_router.Has("chq.evt.catalog.grants"); }, kBound));
   ASSERT_TRUE(WaitFor([&] { return at_sin.Has("chq.evt.crypto.revoked"); }, kBound));
+  ASSERT_TRUE(WaitFor([&] { return at_sin.Has("chq.evt.catalog.grants"); }, kBound));
   ASSERT_TRUE(WaitFor([&] { return at_crypto.All().size() >= 2; }, kBound));
   EXPECT_THAT(at_audit.All(), ElementsAre(Pair("chq.ctl.audit.append", "trace")));
   // From several connections: their order among themselves is not NATS's to keep.
@@ -478,16 +481,52 @@ TEST_F(PermissionsTest, RoutersEntitiesAndServicesReachExactlyTheControlPlaneThe
   EXPECT_THAT(at_router.All(),
               UnorderedElementsAre(Pair("chq.evt.crypto.revoked", "list v2"),
                                    Pair("chq.evt.catalog.grants", "grants changed")));
-  EXPECT_THAT(at_sin.All(), ElementsAre(Pair("chq.evt.crypto.revoked", "list v2")));
+  EXPECT_THAT(at_sin.All(), UnorderedElementsAre(Pair("chq.evt.crypto.revoked", "list v2"),
+                                                 Pair("chq.evt.catalog.grants", "grants changed")));
   EXPECT_TRUE(DeniedPublish("sin.test", "chq.ctl.crypto.revoke"));
   EXPECT_TRUE(DeniedPublish("sin.test", "chq.ctl.audit.append"));
   EXPECT_TRUE(DeniedPublish("router.test", "chq.ctl.crypto.revoke"));
   EXPECT_TRUE(DeniedPublish("router.test", "chq.ctl.catalog.approve"));
   EXPECT_TRUE(DeniedPublish("audit.test", "chq.evt.crypto.revoked"));
   EXPECT_TRUE(DeniedPublish("audit.test", "chq.ctl.catalog.snapshot"));
-  EXPECT_TRUE(DeniedSubscription("sin.test", "chq.evt.catalog.>"));
   EXPECT_TRUE(DeniedSubscription("sin.test", "chq.evt.crypto.>"));
   EXPECT_TRUE(DeniedSubscription("router.test", "chq.evt.audit.>"));
+}
+
+// A router with --quota (RouterPolicies): it draws and returns leases, gets the answers in its
+// own inbox, and follows policy changes; it may not change policies nor read quota's other
+// events.
+TEST_F(PermissionsTest, TheRouterDrawsQuotaLeasesAndFollowsPolicyChanges) {
+  auto quota = As("quota.test", /*shared_delivery_thread=*/true);
+  auto router = As("router.test", /*shared_delivery_thread=*/true);
+  ASSERT_TRUE(quota && router);
+  Received at_quota, at_router;
+  Bus* service = quota.get();
+  auto serve = quota->QueueSubscribe("chq.ctl.quota.>", "chq.quota",
+                                     [&at_quota, service](const BusMessage& m) {
+                                       at_quota.Handler()(m);
+                                       (void)service->Publish(std::string(m.reply), "answer");
+                                     });
+  ASSERT_TRUE(serve.ok()) << serve.status();
+  auto inbox = Sub(*router, "_INBOX._router.test.r1.quota.*", at_router);
+  auto events = Sub(*router, "chq.evt.quota.policy", at_router);
+  auto spy = router->Subscribe("chq.evt.quota.>", at_router.Handler());
+  for (Bus* b : {quota.get(), router.get()}) ASSERT_TRUE(b->Flush(absl::Seconds(5)).ok());
+
+  const std::string inbox_prefix = "_INBOX._router.test.r1.quota.";
+  ASSERT_TRUE(router->Publish("chq.ctl.quota.set_policy", "unlimited", inbox_prefix + "0").ok());
+  ASSERT_TRUE(router->Publish("chq.ctl.quota.lease", "20 more", inbox_prefix + "1").ok());
+  ASSERT_TRUE(router->Publish("chq.ctl.quota.return", "5 unspent", inbox_prefix + "2").ok());
+  ASSERT_TRUE(WaitFor([&] { return at_router.Has("_INBOX._router.test.r1.quota.2"); }, kBound));
+  ASSERT_TRUE(quota->Publish("chq.evt.quota.policy", "sin's grant changed").ok());
+  ASSERT_TRUE(WaitFor([&] { return at_router.Has("chq.evt.quota.policy"); }, kBound));
+  EXPECT_THAT(at_quota.All(), ElementsAre(Pair("chq.ctl.quota.lease", "20 more"),
+                                          Pair("chq.ctl.quota.return", "5 unspent")));
+  EXPECT_THAT(at_router.All(), ElementsAre(Pair("_INBOX._router.test.r1.quota.1", "answer"),
+                                           Pair("_INBOX._router.test.r1.quota.2", "answer"),
+                                           Pair("chq.evt.quota.policy", "sin's grant changed")));
+  EXPECT_TRUE(DeniedPublish("router.test", "chq.ctl.quota.set_policy"));
+  EXPECT_TRUE(DeniedSubscription("router.test", "chq.evt.quota.>"));
 }
 
 // The whole path (consumer SDK -> router -> provider SDK and back) under the generated

@@ -27,6 +27,7 @@
 #include "services/audit/audit_schema.h"
 #include "tests/services/audit/audit_test_support.h"
 #include "tests/support/child_process.h"
+#include "services/audit/audit_report.h"
 #include "tests/support/nats_server.h"
 #include "tests/support/run_command.h"
 #include "tests/support/temp_dir.h"
@@ -209,6 +210,18 @@ TEST(AuditBinaryTest, KillDashNineLosesNoAcknowledgedRecordAndNeverDuplicates) {
     ASSERT_NE(it, by_id.end()) << "acknowledged record " << id << " (seq " << seq << ") is lost";
     EXPECT_EQ(it->second.front(), seq);
   }
+  // The per-day aggregates went into the same synced batches: after the kills and the
+  // redeliveries they count every stored record once.
+  auto zone = LoadReportZone(kDefaultReportZone);
+  ASSERT_TRUE(zone.ok());
+  v1::ReportRequest days;
+  days.set_from_day(DayOf(MakeRecord(1).received_at_ms(), *zone));
+  days.set_to_day(DayOf(MakeRecord(next_id).received_at_ms(), *zone));
+  auto report = RunReport(**store, days, kDefaultReportZone);
+  ASSERT_TRUE(report.ok()) << report.status();
+  uint64_t counted = 0;
+  for (const v1::ReportRow& row : report->rows()) counted += row.total();
+  EXPECT_EQ(counted, by_id.size());
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "services/audit/audit_client.h"
 #include "services/audit/audit_query.h"
+#include "tests/services/audit/audit_service_fixture.h"
 #include "tests/services/audit/audit_test_support.h"
 #include "tests/support/nats_server.h"
 #include "tests/support/temp_dir.h"
@@ -28,81 +29,11 @@ namespace {
 using ::chasqui::testing::NatsServer;
 using ::chasqui::testing::TempDir;
 using testing::MakeRecord;
+using testing::RawRequest;
+using testing::SignedQuery;
 using testing::Outcomes;
 
-// A synchronous request over the test's own mux, for raw bytes.
-std::optional<std::string> RawRequest(RequestMux& mux, const std::string& subject,
-                                      const std::string& data) {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  std::optional<std::string> reply;
-  absl::Status s = mux.Request(subject, data, absl::Seconds(5),
-                               [&](MuxOutcome outcome, const BusMessage* m) {
-                                 std::lock_guard<std::mutex> lock(mu);
-                                 if (outcome == MuxOutcome::kReply) reply = std::string(m->data);
-                                 done = true;
-                                 cv.notify_all();
-                               });
-  if (!s.ok()) return std::nullopt;
-  std::unique_lock<std::mutex> lock(mu);
-  cv.wait_for(lock, std::chrono::seconds(10), [&] { return done; });
-  return reply;
-}
-
-class AuditServiceTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    auto nats = NatsServer::Start();
-    ASSERT_TRUE(nats.ok()) << nats.status();
-    nats_ = *std::move(nats);
-    auto store = KvStore::Open({.path = dir_.File("audit")});
-    ASSERT_TRUE(store.ok()) << store.status();
-    store_ = *std::move(store);
-    signer_ = std::make_unique<LocalCheckpointSigner>(
-        GenerateIdentity("audit", "test", Role::kRouter));
-    metrics_ = std::make_unique<AuditMetrics>(registry_);
-    auto chain = AuditChain::Open({.env = "test"}, store_.get(), signer_.get(), SystemClock(),
-                                  metrics_.get());
-    ASSERT_TRUE(chain.ok()) << chain.status();
-    chain_ = *std::move(chain);
-    auto server_bus = Bus::Connect({.url = nats_->url(), .name = "audit"});
-    ASSERT_TRUE(server_bus.ok()) << server_bus.status();
-    server_bus_ = *std::move(server_bus);
-    auto service = AuditService::Start(server_bus_.get(), chain_.get(), store_.get(),
-                                       metrics_.get());
-    ASSERT_TRUE(service.ok()) << service.status();
-    service_ = *std::move(service);
-    auto client_bus = Bus::Connect({.url = nats_->url(), .name = "router", .send_asap = true});
-    ASSERT_TRUE(client_bus.ok()) << client_bus.status();
-    client_bus_ = *std::move(client_bus);
-    auto mux = RequestMux::Create(client_bus_.get(), "_INBOX._router.t1");
-    ASSERT_TRUE(mux.ok()) << mux.status();
-    mux_ = *std::move(mux);
-  }
-
-  void TearDown() override {
-    client_.reset();
-    mux_.reset();
-    client_bus_.reset();
-    service_.reset();
-    server_bus_.reset();
-    chain_.reset();
-  }
-
-  TempDir dir_;
-  std::unique_ptr<NatsServer> nats_;
-  std::unique_ptr<KvStore> store_;
-  std::unique_ptr<LocalCheckpointSigner> signer_;
-  prometheus::Registry registry_;
-  std::unique_ptr<AuditMetrics> metrics_;
-  std::unique_ptr<AuditChain> chain_;
-  std::unique_ptr<Bus> server_bus_;
-  std::unique_ptr<AuditService> service_;
-  std::unique_ptr<Bus> client_bus_;
-  std::unique_ptr<RequestMux> mux_;
-  std::unique_ptr<AuditClient> client_;
-};
+using AuditServiceTest = testing::AuditServiceFixture;
 
 TEST_F(AuditServiceTest, AppendsAreAcknowledgedDurableAndQueryable) {
   client_ = AuditClient::Create(mux_.get());
@@ -129,7 +60,8 @@ TEST_F(AuditServiceTest, AppendsAreAcknowledgedDurableAndQueryable) {
   q.set_page_size(7);
   std::vector<uint64_t> found;
   for (int page = 0; page < 100; ++page) {
-    auto wire = RawRequest(*mux_, kQuerySubject, q.SerializeAsString());
+    auto wire = RawRequest(*mux_, kQuerySubject,
+                           SignedQuery(operator_, q, Now()).SerializeAsString());
     ASSERT_TRUE(wire.has_value());
     v1::QueryResponse response;
     ASSERT_TRUE(response.ParseFromString(*wire));

@@ -24,9 +24,10 @@
 #include "services/crypto/authority.h"
 #include "services/crypto/ceremony.h"
 #include "services/crypto/crypto_service.h"
-#include "services/gateway/certificate_trust.h"
+#include "common/trust/certificate_trust.h"
 #include "services/gateway/http_gateway.h"
 #include "services/router/router.h"
+#include "tests/common/trust/crypto_fixture.h"
 #include "tests/services/gateway/gateway_test_support.h"
 #include "tests/support/nats_server.h"
 #include "tests/support/run_command.h"
@@ -36,52 +37,20 @@
 namespace chasqui::testing {
 namespace {
 
-constexpr int64_t kDay = 86'400'000;
 constexpr int64_t kListValidityMs = 10 * 60'000;
 constexpr auto kBound = std::chrono::seconds(10);
 const httplib::Headers kAna = {{"X-Chasqui-End-User", "ana.perez"}};
 constexpr char kPersona[] = "/v1/segip/persona_consulta";
 
-Identity CopyOf(const Identity& id) {
-  auto sign = SigningKey::FromSecret(AsView(id.sign.secret().data(), 64));
-  auto kx = KxKey::FromSecret(AsView(id.kx.secret().data(), 32));
-  CHASQUI_CHECK(sign.ok() && kx.ok(), "copying a key");
-  return Identity{id.pub, *std::move(sign), *std::move(kx)};
-}
-
 class CertificateGatewayTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    data_ = dir_.File("crypto");
-    Passphrase pass("a test passphrase");
-    auto init = InitRoot(data_, pass, KdfCost::kTestOnlyMinimum, 3650 * kDay, SystemClock());
-    ASSERT_TRUE(init.ok()) << init.status();
-    roots_file_ = init->anchors_file;
-    auto anchors = LoadTrustAnchors(roots_file_);
-    ASSERT_TRUE(anchors.ok()) << anchors.status();
-    anchors_ = *anchors;
-    auto store = OpenAuthorityStore(data_);
-    ASSERT_TRUE(store.ok()) << store.status();
-    store_ = *std::move(store);
-    auto root = LoadCurrentRoot(data_, store_.get(), pass);
-    ASSERT_TRUE(root.ok()) << root.status();
-    AuthorityOptions ao;
-    ao.envs = {"test"};
-    ao.revocation_validity_ms = kListValidityMs;
-    ao.token_spool_dir = TokenSpoolDir(data_);
-    auto authority = CertificateAuthority::Open(ao, store_.get(), *std::move(root), SystemClock());
-    ASSERT_TRUE(authority.ok()) << authority.status();
-    authority_ = *std::move(authority);
-
     auto nats = NatsServer::Start();
     ASSERT_TRUE(nats.ok()) << nats.status();
     nats_ = *std::move(nats);
-    CryptoServiceOptions so;
-    so.tick = absl::Milliseconds(50);
-    auto service = CryptoService::Start(so, NewBus("crypto"), authority_.get(),
-                                        std::make_shared<prometheus::Registry>(), SystemClock());
-    ASSERT_TRUE(service.ok()) << service.status();
-    service_ = *std::move(service);
+    crypto_ = std::make_unique<CryptoFixture>(nats_->url(), dir_.File("crypto"), kListValidityMs);
+    roots_file_ = crypto_->roots_file();
+    anchors_ = crypto_->anchors();
   }
 
   void TearDown() override {
@@ -90,43 +59,16 @@ class CertificateGatewayTest : public ::testing::Test {
     consumer_trust_.reset();
     provider_trust_.reset();
     router_.reset();
-    service_.reset();
+    crypto_.reset();
   }
 
-  // A new connection, kept until the test ends (after everything that uses it).
-  Bus* NewBus(const std::string& name) {
-    BusOptions bo;
-    bo.url = nats_->url();
-    bo.name = name;
-    bo.send_asap = true;
-    auto bus = Bus::Connect(bo);
-    CHASQUI_CHECK(bus.ok(), MessageOf(bus.status()));
-    buses_.push_back(*std::move(bus));
-    return buses_.back().get();
-  }
-
+  Bus* NewBus(const std::string& name) { return crypto_->NewBus(name); }
   std::string Token(const std::string& entity, const std::string& role,
                     const std::string& subject = "") {
-    auto t = MakeEnrolmentToken(entity, subject, role, "test", 3'600'000, SystemClock());
-    CHASQUI_CHECK(t.ok(), MessageOf(t.status()));
-    CHASQUI_CHECK(StoreToken(store_.get(), *t).ok(), "storing a token");
-    return t->token;
+    return crypto_->Token(entity, role, subject);
   }
-
-  // A fresh key enrolled the way `chasqui enrol` does; the identity's serial is the
-  // certificate's.
-  struct Enrolled {
-    Identity identity;
-    VerifiedCertificate cert;
-  };
   Enrolled Enrol(const std::string& entity, Role role, const std::string& subject = "") {
-    Identity id = GenerateIdentity(entity, "test", role);
-    auto cert = EnrolIdentity(NewBus("enrol-" + entity), CryptoInboxPrefix(id.pub), id,
-                              Token(entity, std::string(RoleName(role)), subject), subject,
-                              anchors_, absl::Seconds(5), SystemClock());
-    CHASQUI_CHECK(cert.ok(), MessageOf(cert.status()));
-    id.pub.serial = cert->serial;
-    return Enrolled{std::move(id), *std::move(cert)};
+    return crypto_->Enrol(entity, role, subject);
   }
 
   std::unique_ptr<CertificateTrust> StartTrust(const Enrolled& who, const Clock& clock,
@@ -156,7 +98,7 @@ class CertificateGatewayTest : public ::testing::Test {
     // The router's side is not on the directory yet: its store is built once, from the
     // certificates issued (BuildTrustStore), so revocations reach only the gateways here.
     auto router = Router::Start(
-        ro, NewBus("router"), CopyOf(router_key_->identity),
+        ro, NewBus("router"), CopyIdentity(router_key_->identity),
         BuildTrustStore({sin_->cert, segip_->cert, router_key_->cert}, "test"),
         std::make_shared<prometheus::Registry>());
     ASSERT_TRUE(router.ok()) << router.status();
@@ -175,13 +117,13 @@ class CertificateGatewayTest : public ::testing::Test {
     auto spec = ParseServeSpec("persona_consulta=" + upstream_url);
     ASSERT_TRUE(spec.ok()) << spec.status();
     po.serve.push_back(*spec);
-    auto p = HttpGateway::Start(po, NewBus("gateway-segip"), CopyOf(segip_->identity),
+    auto p = HttpGateway::Start(po, NewBus("gateway-segip"), CopyIdentity(segip_->identity),
                                 std::shared_ptr<TrustSource>(provider_trust_), provider_registry_);
     ASSERT_TRUE(p.ok()) << p.status();
     provider_gw_ = *std::move(p);
     HttpGatewayOptions co;
     co.port = 0;
-    auto c = HttpGateway::Start(co, NewBus("gateway-sin"), CopyOf(sin_->identity),
+    auto c = HttpGateway::Start(co, NewBus("gateway-sin"), CopyIdentity(sin_->identity),
                                 std::shared_ptr<TrustSource>(consumer_trust_), consumer_registry_);
     ASSERT_TRUE(c.ok()) << c.status();
     consumer_gw_ = *std::move(c);
@@ -192,14 +134,10 @@ class CertificateGatewayTest : public ::testing::Test {
   }
 
   TempDir dir_;
-  std::string data_;
   std::string roots_file_;
   TrustAnchors anchors_;
-  std::unique_ptr<KvStore> store_;
-  std::unique_ptr<CertificateAuthority> authority_;
   std::unique_ptr<NatsServer> nats_;
-  std::vector<std::unique_ptr<Bus>> buses_;
-  std::unique_ptr<CryptoService> service_;
+  std::unique_ptr<CryptoFixture> crypto_;
   std::unique_ptr<Enrolled> sin_, segip_, router_key_;
   std::unique_ptr<Router> router_;
   std::shared_ptr<prometheus::Registry> provider_registry_, consumer_registry_;
@@ -304,17 +242,9 @@ TEST_F(CertificateGatewayTest, ARevokedConsumerIsRefusedByTheProviderGateway) {
   ASSERT_EQ(Post(R"({"ci":"1"})").status, 200);
   ASSERT_EQ(segip_system.calls(), 1);
 
-  Enrolled olga = Enrol("agetic", Role::kOperator, "olga");
-  v1::ControlBody body;
-  body.mutable_revoke()->add_serials(sin_->cert.serial);
-  body.mutable_revoke()->set_reason(v1::REVOCATION_REASON_KEY_COMPROMISE);
   const uint64_t before = provider_trust_->revocation_version();
-  auto client = CryptoClient::Create(NewBus("operator"), "_INBOX.test.agetic.op");
-  ASSERT_TRUE(client.ok());
-  auto revoked = (*client)->Revoke(MakeControlRequest(body, "test", olga.cert.serial,
-                                                      olga.identity.sign,
-                                                      SystemClock().NowUnixMillis()));
-  ASSERT_TRUE(revoked.ok()) << revoked.status();
+  const absl::Status revoked = crypto_->Revoke(sin_->cert.serial);
+  ASSERT_TRUE(revoked.ok()) << revoked;
   ASSERT_TRUE(WaitFor([&] { return provider_trust_->revocation_version() > before; }, kBound));
 
   HttpReply r = Post(R"({"ci":"2"})");
@@ -352,31 +282,6 @@ TEST_F(CertificateGatewayTest, AStaleRevocationListMakesTheGatewayUnreadyAndRefu
   HttpReply out = Send(provider_gw_->port(), "POST", "/v1/sin/anything", "{}", kAna);
   EXPECT_EQ(out.status, 503) << out.body;
   EXPECT_NE(Detail(out).find("stale"), std::string::npos) << out.body;
-}
-
-// Someone enrols a second gateway key in segip's name: segip's gateway reports it once (one
-// ERROR line and the counter), however often it looks again.
-TEST_F(CertificateGatewayTest, AnUnrequestedCertificateInTheEntitysNameIsReportedOnce) {
-  UpstreamSystem segip_system(Echo());
-  ASSERT_NO_FATAL_FAILURE(Deploy(segip_system.Url("/persona")));
-  ASSERT_TRUE(provider_trust_->Refresh().ok());
-  EXPECT_EQ(provider_trust_->unrequested_certificates(), 0u);
-
-  Enrolled impostor = Enrol("segip", Role::kEntity);
-  // A person of segip (its MAE) is not reported: the gateway cannot know who asked for it.
-  Enrolled mae = Enrol("segip", Role::kMae, "mae-segip");
-  ASSERT_TRUE(provider_trust_->Refresh().ok());
-  EXPECT_EQ(provider_trust_->unrequested_certificates(), 1u);
-  EXPECT_EQ(SeriesValue(*provider_registry_, "chasqui_gateway_unrequested_certificates_total",
-                        {"entity=\"segip\""}),
-            1);
-  ASSERT_TRUE(provider_trust_->Refresh().ok());
-  EXPECT_EQ(provider_trust_->unrequested_certificates(), 1u);
-  // sin's gateway watches sin's name only.
-  ASSERT_TRUE(consumer_trust_->Refresh().ok());
-  EXPECT_EQ(consumer_trust_->unrequested_certificates(), 0u);
-  (void)impostor;
-  (void)mae;
 }
 
 // A certificate that belongs to another key is refused with a message naming both files and

@@ -1,27 +1,34 @@
 #pragma once
-// A gateway's trust on certificates (DESIGN.md, "Trust"): instead of a trust file, the pinned
-// roots (`roots.json` from `chasqui-crypto init`) and the crypto service's directory. Everything
-// fetched is verified against the roots here (CertificateDirectory); nothing is taken on the
-// crypto service's word.
+// A gateway's or a router's trust on certificates (DESIGN.md, "Trust"): instead of a trust
+// file, the pinned roots (`roots.json` from `chasqui-crypto init`) and the crypto service's
+// directory. Everything fetched is verified against the roots here (CertificateDirectory);
+// nothing is taken on the crypto service's word.
 //
 //   - Revocations: every list published on chq.evt.crypto.revoked is applied at once, and the
 //     current list is fetched at start and on every refresh (a gateway that missed events
 //     catches up). Each new list rebuilds the snapshot, so a revoked consumer is refused from
 //     the next request on.
 //   - Fail closed: before any list arrives, and once the held list is past its valid_until,
-//     Current() is Unavailable ("the revocation list ... is stale"): the gateway's /readyz is
-//     503 and every call in both directions is answered UNAVAILABLE.
+//     Current() is Unavailable ("the revocation list ... is stale"): the gateway's (router's)
+//     /readyz is 503 and every call in both directions (every request) is answered UNAVAILABLE.
 //   - Peers on demand: a provider not called yet (FetchEntity) or a certificate serial not seen
 //     yet (FetchSerial) is asked of the directory at most once per `fetch_backoff` per name, so
-//     a flood of unknown serials costs one directory request each per backoff at most. The
-//     routers' certificates are fetched at start and on every refresh.
-//   - Transparency: on every refresh the gateway asks for every certificate in its own
+//     a flood of unknown serials costs one directory request each per backoff at most
+//     (FetchSerials puts the due ones of a batch in one request). The routers' certificates
+//     are fetched at start and on every refresh; with `preload_gateways` (a router), every
+//     gateway certificate of the env too.
+//   - Transparency (`check_unrequested`, gateways): on every refresh the gateway asks for every
+//     certificate in its own
 //     entity's name; a gateway certificate (role entity) whose serial is neither its own nor
 //     one of `own_serials` is logged once (one ERROR line) and counted in
-//     chasqui_gateway_unrequested_certificates_total. People's certificates in its name (MAE,
+//     <metric_prefix>_unrequested_certificates_total. People's certificates in its name (MAE,
 //     managers) are logged once at INFO: the gateway cannot know who requested those.
 //
-// Snapshots are swapped whole under a short lock (TrustSource in sdk.h); a request keeps the
+// Metrics (labels env, entity): <metric_prefix>_revocation_list_version,
+// <metric_prefix>_revocation_list_valid_until_seconds and
+// <metric_prefix>_certificate_expiry_timestamp_seconds (the own certificate's not_after).
+//
+// Snapshots are swapped whole under a short lock (TrustSource in trust_source.h); a request keeps the
 // snapshot it started with. Thread-safe. Expired certificates leave the snapshot at the next
 // rebuild (a refresh or a new list), at most `refresh` late.
 
@@ -49,7 +56,7 @@
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
-#include "services/gateway/sdk.h"
+#include "common/trust/trust_source.h"
 
 namespace chasqui {
 
@@ -88,27 +95,37 @@ absl::StatusOr<VerifiedCertificate> EnrolIdentity(Bus* bus, const std::string& i
 std::string CryptoInboxPrefix(const PublicIdentity& who);
 
 struct CertificateTrustOptions {
-  // This gateway's entity and certificate (its serial is what it signs with).
+  // This process's entity and certificate (its serial is what it signs with): a gateway's
+  // (role entity), or a router's (role router, entity "router").
   std::string entity;
   std::string env;
   std::string own_certificate;  // the serialized Certificate
+  v1::CertificateRole own_role = v1::CERTIFICATE_ROLE_ENTITY;
   // Other gateway certificates of this entity that it did request (the other key during a
   // rotation's overlap): not reported as unrequested.
   std::vector<uint64_t> own_serials;
+  // Report gateway certificates in the entity's name that it did not request (gateways).
+  bool check_unrequested = true;
+  // Hold every gateway certificate of the env, fetched at start and on every refresh (a
+  // router: then a new entity's first request is not sent to a directory fetch).
+  bool preload_gateways = false;
+  // Metric names start with it: "chasqui_gateway" or "chasqui_router".
+  std::string metric_prefix = "chasqui_gateway";
   // Catch up on revocations, refetch the routers and check the entity's own certificates.
   absl::Duration refresh = absl::Seconds(30);
   // The least time between two directory requests for the same unknown entity or serial.
   absl::Duration fetch_backoff = absl::Seconds(5);
   absl::Duration crypto_timeout = absl::Seconds(5);
-  // Replies from the crypto service come below it; empty: `_INBOX.<env>.<entity>.<random>`,
-  // which the entity's NATS user may read (common/bus/nats_config.h).
+  // Replies from the crypto service come below it; empty: CryptoInboxPrefix of the own role
+  // (`_INBOX.<env>.<entity>.<random>`, a router's `_INBOX._router.<env>.<random>`), which its
+  // NATS user may read (common/bus/nats_config.h).
   std::string inbox_prefix;
 };
 
 class CertificateTrust final : public TrustSource {
  public:
-  // Verifies the own certificate (InvalidArgument if it is not this entity's gateway
-  // certificate for env, else VerifyCertificate's errors), subscribes to revocation lists,
+  // Verifies the own certificate (InvalidArgument if it is not this entity's certificate of
+  // `own_role` for env, else VerifyCertificate's errors), subscribes to revocation lists,
   // refreshes once, and starts refreshing every `options.refresh`. A crypto service that does
   // not answer now is not an error: the trust stays Unavailable until a list arrives.
   // `bus` and `clock` must outlive it; metrics go to `registry` (may be null).
@@ -121,21 +138,34 @@ class CertificateTrust final : public TrustSource {
   absl::StatusOr<std::shared_ptr<const TrustStore>> Current() const override;
   absl::StatusOr<std::shared_ptr<const TrustStore>> FetchEntity(std::string_view entity) override;
   absl::StatusOr<std::shared_ptr<const TrustStore>> FetchSerial(uint64_t serial) override;
+  absl::StatusOr<std::shared_ptr<const TrustStore>> FetchSerials(
+      const std::vector<uint64_t>& serials) override;
+  bool fetches() const override { return true; }
 
   // What the background thread does every `refresh`: catch up on revocations, fetch the
-  // routers' and the own entity's certificates, rebuild. The first error is returned; the
+  // routers' and the own entity's certificates (and, with preload_gateways, every gateway
+  // certificate of the env), rebuild. The first error is returned; the
   // rest is still done.
   absl::Status Refresh();
 
   uint64_t revocation_version() const { return directory_.revocation_version(); }
+  int64_t revocation_valid_until_ms() const { return directory_.revocation_valid_until_ms(); }
+  // Directory requests sent for certificates (refreshes and fetches), for tests and logs.
+  uint64_t directory_requests() const { return directory_requests_.load(); }
+  const VerifiedCertificate& own_certificate() const { return own_; }
   uint64_t unrequested_certificates() const { return unrequested_.load(); }
   const CertificateDirectory& directory() const { return directory_; }
+  // The held certificates as a CertificateLookup (for signatures of the catalog and of people),
+  // a serial not held fetched on first sight as FetchSerial does. Lives as long as the trust.
+  const CertificateLookup& lookup() const { return *lookup_; }
 
  private:
   CertificateTrust(TrustAnchors anchors, CertificateTrustOptions options, const Clock& clock);
   // Adds the certificates of a directory reply (refused ones logged, one line each).
   void AddFromReply(const v1::DirectoryReply& reply);
   absl::Status FetchCertificates(v1::DirectoryRequest request);
+  // Every gateway certificate of the env, page by page.
+  absl::Status PreloadGateways();
   // True if `key` was not fetched within the backoff (and marks it fetched now).
   bool FetchDue(const std::string& key);
   void OnRevocationList(std::string_view signed_list);
@@ -148,6 +178,9 @@ class CertificateTrust final : public TrustSource {
   CertificateDirectory directory_;
   absl::flat_hash_set<uint64_t> own_serials_;
   uint64_t own_serial_ = 0;
+  VerifiedCertificate own_;
+  std::atomic<uint64_t> directory_requests_{0};
+  std::unique_ptr<DirectoryLookup> lookup_;
   std::unique_ptr<CryptoClient> client_;
   std::unique_ptr<Subscription> revocations_;
 
@@ -167,6 +200,7 @@ class CertificateTrust final : public TrustSource {
   prometheus::Counter* unrequested_counter_ = nullptr;
   prometheus::Gauge* version_gauge_ = nullptr;
   prometheus::Gauge* valid_until_gauge_ = nullptr;
+  prometheus::Gauge* expiry_gauge_ = nullptr;
 
   absl::Notification stop_;
   std::thread refresher_;

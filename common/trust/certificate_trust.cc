@@ -1,4 +1,4 @@
-#include "services/gateway/certificate_trust.h"
+#include "common/trust/certificate_trust.h"
 
 #include <algorithm>
 #include <utility>
@@ -19,6 +19,10 @@ namespace {
 constexpr char kRouterEntity[] = "router";
 // Bounds the memory of fetch times under a flood of made-up serials.
 constexpr size_t kMaxRememberedFetches = 10'000;
+// The directory's page size (services/crypto/authority.cc): a full page means ask again.
+constexpr int kDirectoryPage = 1000;
+// Serials asked for in one request by FetchSerials.
+constexpr size_t kMaxSerialsPerFetch = 256;
 
 }  // namespace
 
@@ -104,7 +108,15 @@ CertificateTrust::CertificateTrust(TrustAnchors anchors, CertificateTrustOptions
       clock_(clock),
       directory_(options_.env, std::move(anchors)),
       own_serials_(options_.own_serials.begin(), options_.own_serials.end()),
-      store_(std::make_shared<const TrustStore>(TrustStore::FromIdentities({}, options_.env))) {}
+      store_(std::make_shared<const TrustStore>(TrustStore::FromIdentities({}, options_.env))) {
+  // DirectoryLookup asks through a mutable pointer, but with a `fetch` of its own it never
+  // writes through it: every write to the directory goes through FetchSerial.
+  lookup_ = std::make_unique<DirectoryLookup>(
+      std::map<std::string, CertificateDirectory*>{{options_.env, &directory_}},
+      [this](CertificateDirectory&, uint64_t serial, int64_t) {
+        return FetchSerial(serial).status();
+      });
+}
 
 absl::StatusOr<std::unique_ptr<CertificateTrust>> CertificateTrust::Start(
     Bus* bus, TrustAnchors anchors, CertificateTrustOptions options,
@@ -116,44 +128,64 @@ absl::StatusOr<std::unique_ptr<CertificateTrust>> CertificateTrust::Start(
   CHASQUI_ASSIGN_OR_RETURN(VerifiedCertificate own,
                            VerifyCertificate(t->options_.own_certificate,
                                              t->directory_.anchors(), t->options_.env, now));
-  if (own.role != v1::CERTIFICATE_ROLE_ENTITY || own.entity != t->options_.entity) {
+  const v1::CertificateRole want = t->options_.own_role;
+  if (want != v1::CERTIFICATE_ROLE_ENTITY && want != v1::CERTIFICATE_ROLE_ROUTER) {
     return absl::InvalidArgumentError(fmt::format(
-        "certificate {} is a {} certificate of {}; this gateway needs an entity (gateway) "
-        "certificate of {}",
-        own.serial, CertificateRoleName(own.role), own.entity, t->options_.entity));
+        "certificate trust is for gateways (role entity) and routers, not {}",
+        CertificateRoleName(want)));
+  }
+  if (own.role != want || own.entity != t->options_.entity) {
+    return absl::InvalidArgumentError(fmt::format(
+        "certificate {} is a {} certificate of {}; this {} needs {} certificate of {}",
+        own.serial, CertificateRoleName(own.role), own.entity,
+        want == v1::CERTIFICATE_ROLE_ROUTER ? "router" : "gateway",
+        want == v1::CERTIFICATE_ROLE_ROUTER ? "a router" : "an entity (gateway)",
+        t->options_.entity));
   }
   t->own_serials_.insert(own.serial);
   t->own_serial_ = own.serial;
+  t->own_ = own;
   CHASQUI_RETURN_IF_ERROR(t->directory_.AddCertificates({t->options_.own_certificate}, now));
 
   t->registry_ = registry != nullptr ? std::move(registry)
                                      : std::make_shared<prometheus::Registry>();
   const prometheus::Labels labels = {{"env", t->options_.env}, {"entity", t->options_.entity}};
-  t->unrequested_counter_ =
-      &prometheus::BuildCounter()
-           .Name("chasqui_gateway_unrequested_certificates_total")
-           .Help("Gateway certificates in this entity's name that this gateway did not request "
-                 "(each counted once): someone may be impersonating the entity")
-           .Register(*t->registry_)
-           .Add(labels);
+  const std::string& prefix = t->options_.metric_prefix;
+  if (t->options_.check_unrequested) {
+    t->unrequested_counter_ =
+        &prometheus::BuildCounter()
+             .Name(prefix + "_unrequested_certificates_total")
+             .Help("Gateway certificates in this entity's name that this gateway did not "
+                   "request (each counted once): someone may be impersonating the entity")
+             .Register(*t->registry_)
+             .Add(labels);
+  }
   t->version_gauge_ = &prometheus::BuildGauge()
-                           .Name("chasqui_gateway_revocation_list_version")
+                           .Name(prefix + "_revocation_list_version")
                            .Help("Version of the revocation list held (0: none yet)")
                            .Register(*t->registry_)
                            .Add(labels);
   t->valid_until_gauge_ =
       &prometheus::BuildGauge()
-           .Name("chasqui_gateway_revocation_list_valid_until_seconds")
-           .Help("Unix time after which the held revocation list is stale and the gateway "
-                 "refuses traffic")
+           .Name(prefix + "_revocation_list_valid_until_seconds")
+           .Help("Unix time after which the held revocation list is stale and traffic is "
+                 "refused (UNAVAILABLE)")
            .Register(*t->registry_)
            .Add(labels);
+  t->expiry_gauge_ = &prometheus::BuildGauge()
+                          .Name(prefix + "_certificate_expiry_timestamp_seconds")
+                          .Help("Unix time at which this process's own certificate expires: "
+                                "enrol a new key before it")
+                          .Register(*t->registry_)
+                          .Add(labels);
+  t->expiry_gauge_->Set(static_cast<double>(own.not_after_ms) / 1000.0);
 
   std::string inbox = t->options_.inbox_prefix;
   if (inbox.empty()) {
     PublicIdentity who;
     who.entity = t->options_.entity;
     who.env = t->options_.env;
+    who.role = want == v1::CERTIFICATE_ROLE_ROUTER ? Role::kRouter : Role::kEntity;
     inbox = CryptoInboxPrefix(who);
   }
   CHASQUI_ASSIGN_OR_RETURN(t->client_,
@@ -249,9 +281,29 @@ void CertificateTrust::AddFromReply(const v1::DirectoryReply& reply) {
 
 absl::Status CertificateTrust::FetchCertificates(v1::DirectoryRequest request) {
   request.set_env(options_.env);
+  ++directory_requests_;
   CHASQUI_ASSIGN_OR_RETURN(v1::DirectoryReply reply, client_->Directory(request));
   AddFromReply(reply);
   return absl::OkStatus();
+}
+
+absl::Status CertificateTrust::PreloadGateways() {
+  uint64_t from = 1;
+  for (;;) {
+    v1::DirectoryRequest request;
+    request.set_env(options_.env);
+    request.set_gateways(true);
+    request.set_from_serial(from);
+    ++directory_requests_;
+    CHASQUI_ASSIGN_OR_RETURN(v1::DirectoryReply reply, client_->Directory(request));
+    AddFromReply(reply);
+    if (reply.certificates_size() < kDirectoryPage) return absl::OkStatus();
+    v1::CertificateBody last;
+    if (!last.ParseFromString(reply.certificates(reply.certificates_size() - 1).body())) {
+      return absl::DataLossError("directory answer: a certificate body does not parse");
+    }
+    from = last.serial() + 1;
+  }
 }
 
 bool CertificateTrust::FetchDue(const std::string& key) {
@@ -279,7 +331,7 @@ absl::StatusOr<std::shared_ptr<const TrustStore>> CertificateTrust::FetchEntity(
       }
     }
   }
-  if (entity == options_.entity) CheckOwnEntity();
+  if (entity == options_.entity && options_.check_unrequested) CheckOwnEntity();
   return Current();
 }
 
@@ -299,6 +351,30 @@ absl::StatusOr<std::shared_ptr<const TrustStore>> CertificateTrust::FetchSerial(
     found = directory_.Lookup(serial, clock_.NowUnixMillis());
   }
   CHASQUI_RETURN_IF_ERROR(found.status());
+  return Current();
+}
+
+absl::StatusOr<std::shared_ptr<const TrustStore>> CertificateTrust::FetchSerials(
+    const std::vector<uint64_t>& serials) {
+  CHASQUI_RETURN_IF_ERROR(Current().status());
+  const int64_t now = clock_.NowUnixMillis();
+  {
+    absl::MutexLock lock(&fetch_mu_);
+    v1::DirectoryRequest req;
+    for (uint64_t serial : serials) {
+      if (static_cast<size_t>(req.serials_size()) >= kMaxSerialsPerFetch) break;
+      if (!absl::IsNotFound(directory_.Lookup(serial, now).status())) continue;  // held
+      if (FetchDue(fmt::format("serial/{}", serial))) req.add_serials(serial);
+    }
+    if (req.serials_size() > 0) {
+      const int n = req.serials_size();
+      if (absl::Status s = FetchCertificates(std::move(req)); !s.ok()) {
+        CHQ_LOG_WARN("fetching {} certificates failed: {}", n, MessageOf(s));
+      } else {
+        Rebuild();
+      }
+    }
+  }
   return Current();
 }
 
@@ -335,7 +411,9 @@ absl::Status CertificateTrust::Refresh() {
   } else {
     first = absl::OkStatus();  // an older list than the one held is no failure
   }
-  for (const char* entity : {kRouterEntity, options_.entity.c_str()}) {
+  std::vector<std::string> entities = {kRouterEntity};
+  if (options_.entity != kRouterEntity) entities.push_back(options_.entity);  // a gateway's own
+  for (const std::string& entity : entities) {
     v1::DirectoryRequest req;
     req.set_entity(entity);
     absl::Status s;
@@ -345,8 +423,16 @@ absl::Status CertificateTrust::Refresh() {
     }
     if (!s.ok() && first.ok()) first = s;
   }
+  if (options_.preload_gateways) {
+    absl::Status s;
+    {
+      absl::MutexLock lock(&fetch_mu_);
+      s = PreloadGateways();
+    }
+    if (!s.ok() && first.ok()) first = s;
+  }
   Rebuild();
-  CheckOwnEntity();
+  if (options_.check_unrequested) CheckOwnEntity();
   return first;
 }
 

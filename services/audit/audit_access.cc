@@ -1,0 +1,103 @@
+#include "services/audit/audit_access.h"
+
+#include <utility>
+
+#include "common/core/status.h"
+#include "common/trust/requests.h"
+#include "fmt/format.h"
+
+namespace chasqui::audit {
+namespace {
+
+std::string_view ActionVerb(const v1::AuditControlBody& body) {
+  switch (body.action_case()) {
+    case v1::AuditControlBody::kQuery: return "query";
+    case v1::AuditControlBody::kReport: return "report";
+    default: return "none";
+  }
+}
+
+}  // namespace
+
+v1::ControlRequest MakeAuditRequest(v1::AuditControlBody body, std::string_view env,
+                                    uint64_t signer_serial, const SigningKey& key,
+                                    int64_t now_ms) {
+  return MakeControlRequest(std::move(body), env, signer_serial, key, now_ms);
+}
+
+absl::StatusOr<AuditReader> ReaderOf(const VerifiedCertificate& cert) {
+  AuditReader r;
+  r.serial = cert.serial;
+  const bool person = cert.kind == v1::CERTIFICATE_KIND_PERSON;
+  if (person && cert.role == v1::CERTIFICATE_ROLE_OPERATOR) {
+    r.all = true;
+    return r;
+  }
+  const bool entity_key = cert.role == v1::CERTIFICATE_ROLE_ENTITY ||
+                          (person && (cert.role == v1::CERTIFICATE_ROLE_MAE ||
+                                      cert.role == v1::CERTIFICATE_ROLE_MANAGER));
+  if (!entity_key || cert.entity.empty()) {
+    return absl::PermissionDeniedError(fmt::format(
+        "certificate {} is a {} key of {}; the audit trail is read by an entity (its gateway, "
+        "MAE or managers: its own records) or an operator (everything)",
+        cert.serial, CertificateRoleName(cert.role), cert.entity));
+  }
+  r.entity = cert.entity;
+  return r;
+}
+
+absl::Status Narrow(const AuditReader& reader, std::string* consumer, std::string* provider) {
+  if (reader.all) return absl::OkStatus();
+  const std::string& e = reader.entity;
+  if (*consumer == e || *provider == e) return absl::OkStatus();
+  if (consumer->empty()) {
+    *consumer = e;
+    return absl::OkStatus();
+  }
+  if (provider->empty()) {
+    *provider = e;
+    return absl::OkStatus();
+  }
+  return absl::PermissionDeniedError(fmt::format(
+      "certificate {} of {} reads only records where {} is the consumer or the provider; this "
+      "request asks for consumer {} and provider {}",
+      reader.serial, e, e, *consumer, *provider));
+}
+
+absl::StatusOr<AuditAccess::Checked> AuditAccess::Check(std::string_view verb,
+                                                        std::string_view request) {
+  Checked c;
+  CHASQUI_ASSIGN_OR_RETURN(v1::ControlRequest req,
+                           ParseControlRequest(request, c.body, verb, "AuditControlBody"));
+  if (signers_ == nullptr) {
+    return absl::UnavailableError(fmt::format(
+        "{}: this audit service verifies no signed requests (started without --anchors)", verb));
+  }
+  const v1::AuditControlBody& b = c.body;
+  const int64_t now = clock_.NowUnixMillis();
+  CHASQUI_ASSIGN_OR_RETURN(std::shared_ptr<const VerifiedCertificate> signer,
+                           VerifyControlSigner(req, ControlFieldsOf(b), *signers_, now,
+                                               options_.control_window_ms, verb));
+  CHASQUI_RETURN_IF_ERROR(nonces_.Remember(NonceKey(signer->serial, b.nonce()),
+                                           now + 2 * options_.control_window_ms, now, verb));
+  if (ActionVerb(b) != verb) {
+    return absl::InvalidArgumentError(
+        fmt::format("{}: the request's action is {}, not {}", verb, ActionVerb(b), verb));
+  }
+  auto reader = ReaderOf(*signer);
+  if (!reader.ok()) {
+    return absl::PermissionDeniedError(fmt::format("{}: {}", verb, MessageOf(reader.status())));
+  }
+  c.reader = *std::move(reader);
+  absl::Status narrowed =
+      b.has_query() ? Narrow(c.reader, c.body.mutable_query()->mutable_consumer(),
+                             c.body.mutable_query()->mutable_provider())
+                    : Narrow(c.reader, c.body.mutable_report()->mutable_consumer(),
+                             c.body.mutable_report()->mutable_provider());
+  if (!narrowed.ok()) {
+    return absl::PermissionDeniedError(fmt::format("{}: {}", verb, MessageOf(narrowed)));
+  }
+  return c;
+}
+
+}  // namespace chasqui::audit
