@@ -42,6 +42,25 @@ absl::StatusOr<CertifiedIdentity> LoadCertifiedIdentity(const std::string& key_p
   return CertifiedIdentity{std::move(identity), *std::move(verified)};
 }
 
+absl::StatusOr<KeyAndTrust> LoadKeyAndTrust(const std::string& key_path,
+                                            const std::string& roots_path,
+                                            const std::string& cert_path,
+                                            const std::string& trust_path,
+                                            const std::string& env, int64_t now_ms) {
+  if (!roots_path.empty()) {
+    CHASQUI_ASSIGN_OR_RETURN(TrustAnchors anchors, LoadTrustAnchors(roots_path));
+    CHASQUI_ASSIGN_OR_RETURN(CertifiedIdentity certified,
+                             LoadCertifiedIdentity(key_path, cert_path, anchors, now_ms));
+    return KeyAndTrust{.identity = std::move(certified.identity),
+                       .on_certificates = true,
+                       .anchors = std::move(anchors),
+                       .own_certificate = std::move(certified.certificate.certificate)};
+  }
+  CHASQUI_ASSIGN_OR_RETURN(Identity identity, LoadIdentity(key_path));
+  CHASQUI_ASSIGN_OR_RETURN(TrustStore store, TrustStore::Load(trust_path, env));
+  return KeyAndTrust{.identity = std::move(identity), .store = std::move(store)};
+}
+
 std::string CryptoInboxPrefix(const PublicIdentity& who) {
   const std::string id = ToHex(RandomString(8));
   if (who.role == Role::kRouter) return RouterInboxPrefix(who.env, id);

@@ -35,6 +35,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -72,6 +73,23 @@ absl::StatusOr<CertifiedIdentity> LoadCertifiedIdentity(const std::string& key_p
                                                         const std::string& cert_path,
                                                         const TrustAnchors& anchors,
                                                         int64_t now_ms);
+
+// What a router's or a gateway's command line gives it to trust: pinned roots with its own
+// certificate (`roots_path` non-empty), or else a fixed trust file for `env` (benchmarks and
+// tests). Errors are LoadTrustAnchors', LoadCertifiedIdentity's, LoadIdentity's or
+// TrustStore::Load's, each naming its file. The caller checks the key's role and env.
+struct KeyAndTrust {
+  Identity identity;
+  bool on_certificates = false;
+  TrustAnchors anchors;          // with certificates
+  std::string own_certificate;   // with certificates: the serialized Certificate
+  std::optional<TrustStore> store;  // with a trust file
+};
+absl::StatusOr<KeyAndTrust> LoadKeyAndTrust(const std::string& key_path,
+                                            const std::string& roots_path,
+                                            const std::string& cert_path,
+                                            const std::string& trust_path,
+                                            const std::string& env, int64_t now_ms);
 
 // Enrolment (`chasqui enrol`): asks the crypto service to certify `identity`'s public keys,
 // with the request signed by its own sign key (proof of possession) and the operator's one-time

@@ -202,33 +202,18 @@ int main(int argc, char** argv) {
         "--serve {}=mock: mock answers come from the examples in the catalog; add --catalog",
         options.mock.front())));
   }
-  chasqui::TrustAnchors anchors;
-  std::string own_certificate;
-  absl::StatusOr<chasqui::Identity> identity = absl::UnknownError("not loaded");
-  if (on_certificates) {
-    auto loaded = chasqui::LoadTrustAnchors(roots_file);
-    if (!loaded.ok()) return Fail(loaded.status());
-    anchors = *std::move(loaded);
-    auto certified = chasqui::LoadCertifiedIdentity(key_file, cert_file, anchors,
-                                                    chasqui::SystemClock().NowUnixMillis());
-    if (!certified.ok()) return Fail(certified.status());
-    own_certificate = certified->certificate.certificate;
-    identity = std::move(certified->identity);
-  } else {
-    identity = chasqui::LoadIdentity(key_file);
-  }
-  if (!identity.ok()) return Fail(identity.status());
+  auto loaded = chasqui::LoadKeyAndTrust(key_file, roots_file, cert_file, trust_file, env,
+                                         chasqui::SystemClock().NowUnixMillis());
+  if (!loaded.ok()) return Fail(loaded.status());
+  chasqui::Identity* identity = &loaded->identity;
+  const chasqui::TrustAnchors& anchors = loaded->anchors;
+  const std::string& own_certificate = loaded->own_certificate;
+  std::optional<chasqui::TrustStore>& trust = loaded->store;
   if (identity->pub.role != chasqui::Role::kEntity || identity->pub.env != env) {
     return Fail(absl::InvalidArgumentError(fmt::format(
         "key file {}: holds a {} key for {}; expected an entity key for {} (make one with "
         "`chasqui keygen --entity <id> --env {}`)",
         key_file, chasqui::RoleName(identity->pub.role), identity->pub.env, env, env)));
-  }
-  std::optional<chasqui::TrustStore> trust;
-  if (!on_certificates) {
-    auto loaded = chasqui::TrustStore::Load(trust_file, env);
-    if (!loaded.ok()) return Fail(loaded.status());
-    trust.emplace(*std::move(loaded));
   }
   const std::string entity = identity->pub.entity;
   bus_options.name = fmt::format("chasqui-gateway-{}", entity);
@@ -275,7 +260,7 @@ int main(int argc, char** argv) {
   } else {
     source = chasqui::FixedTrust(*std::move(trust));
   }
-  auto gateway = chasqui::HttpGateway::Start(options, bus->get(), *std::move(identity), source,
+  auto gateway = chasqui::HttpGateway::Start(options, bus->get(), std::move(*identity), source,
                                              registry, catalog);
   if (!options.api_key.empty()) sodium_memzero(options.api_key.data(), options.api_key.size());
   if (!gateway.ok()) return Fail(gateway.status());

@@ -148,34 +148,19 @@ int main(int argc, char** argv) {
         "give --roots roots.json with --cert router.cert (from `chasqui enrol --role router`), "
         "or --trust FILE (benchmarks and tests); exactly one of the two"));
   }
-  chasqui::TrustAnchors anchors;
-  std::string own_certificate;
-  absl::StatusOr<chasqui::Identity> identity = absl::UnknownError("not loaded");
-  if (on_certificates) {
-    auto loaded = chasqui::LoadTrustAnchors(roots_file);
-    if (!loaded.ok()) return Fail(loaded.status());
-    anchors = *std::move(loaded);
-    auto certified = chasqui::LoadCertifiedIdentity(key_file, cert_file, anchors,
-                                                    chasqui::SystemClock().NowUnixMillis());
-    if (!certified.ok()) return Fail(certified.status());
-    own_certificate = certified->certificate.certificate;
-    identity = std::move(certified->identity);
-  } else {
-    identity = chasqui::LoadIdentity(key_file);
-  }
-  if (!identity.ok()) return Fail(identity.status());
+  auto loaded = chasqui::LoadKeyAndTrust(key_file, roots_file, cert_file, trust_file, options.env,
+                                         chasqui::SystemClock().NowUnixMillis());
+  if (!loaded.ok()) return Fail(loaded.status());
+  chasqui::Identity* identity = &loaded->identity;
+  const chasqui::TrustAnchors& anchors = loaded->anchors;
+  const std::string& own_certificate = loaded->own_certificate;
+  std::optional<chasqui::TrustStore>& trust = loaded->store;
   if (identity->pub.role != chasqui::Role::kRouter || identity->pub.env != options.env) {
     return Fail(absl::InvalidArgumentError(fmt::format(
         "key file {}: holds an {} key for {}; expected a router key for {} (make one with "
         "`chasqui keygen --entity router --role router --env {}`)",
         key_file, chasqui::RoleName(identity->pub.role), identity->pub.env, options.env,
         options.env)));
-  }
-  std::optional<chasqui::TrustStore> trust;
-  if (!on_certificates) {
-    auto loaded = chasqui::TrustStore::Load(trust_file, options.env);
-    if (!loaded.ok()) return Fail(loaded.status());
-    trust.emplace(*std::move(loaded));
   }
   const std::string trust_text =
       on_certificates
@@ -233,7 +218,7 @@ int main(int argc, char** argv) {
   }
   options.catalog = (*policies)->catalog();
   options.quota = (*policies)->quota();
-  auto router = chasqui::Router::Start(options, bus->get(), *std::move(identity), source,
+  auto router = chasqui::Router::Start(options, bus->get(), std::move(*identity), source,
                                        registry);
   if (!router.ok()) return Fail(router.status());
   chasqui::Router* r = router->get();
