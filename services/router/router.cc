@@ -437,6 +437,13 @@ void RouterCore::Check(const BusMessage& msg, const RequestSubject& subject_ref,
     if (auto access = options_.catalog->Check(h.consumer(), h.provider(), h.service(),
                                               h.end_user());
         !access.ok()) {
+      // An empty snapshot knows no service: that is "cannot check yet", not NOT_FOUND.
+      if (!options_.catalog->loaded()) {
+        refuse(ChasquiError(v1::UNAVAILABLE,
+                            "the router holds no catalog snapshot yet; retry shortly"),
+               id, label_provider);
+        return;
+      }
       refuse(access.status(), id, label_provider);
       return;
     }

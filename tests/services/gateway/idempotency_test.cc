@@ -165,8 +165,8 @@ TEST(ValidateIdempotencyKeyTest, AcceptsPrintableAsciiUpTo128) {
   EXPECT_TRUE(ValidateIdempotencyKey("3f2b9c1e-5a7d-4e8f-9b0a-1c2d3e4f5a6b").ok());
   EXPECT_TRUE(ValidateIdempotencyKey(std::string(128, '~')).ok());
   EXPECT_TRUE(ValidateIdempotencyKey("order 42/retry").ok());
-  for (const std::string bad : {std::string(), std::string(129, 'a'), std::string("tab\there"),
-                                std::string("nul\0x", 5), std::string("\xc3\xb1and\xc3\xba"),
+  for (const std::string& bad : {std::string(), std::string(129, 'a'), std::string("tab\there"),
+                                std::string("nul\0x", 5), std::string("\xc3\xb1" "and" "\xc3\xba"),
                                 std::string("del\x7f")}) {
     absl::Status s = ValidateIdempotencyKey(bad);
     EXPECT_EQ(ChasquiCode(s), v1::BAD_REQUEST) << bad;

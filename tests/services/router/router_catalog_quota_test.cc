@@ -194,6 +194,25 @@ TEST_F(RouterCatalogQuotaTest, CatalogRefusalsCarryTheirCodeAndNeverReachTheProv
   EXPECT_EQ(bb_->provider_system_calls.load(), 1);
 }
 
+// A router given a catalog it has not loaded yet answers UNAVAILABLE (retry), never NOT_FOUND.
+TEST_F(RouterCatalogQuotaTest, AnUnloadedCatalogIsUnavailableNotNotFound) {
+  ASSERT_NO_FATAL_FAILURE(Start(BackboneOptions(), /*per_day=*/0));
+  CatalogSnapshot empty("test");
+  ASSERT_FALSE(empty.loaded());
+  bb_->router.reset();
+  bb_->router = bb_->StartRouter("r3", std::make_shared<prometheus::Registry>(),
+                                 [&empty](RouterOptions& o) { o.catalog = &empty; });
+  RawClient sin(*bb_, "sin");
+  auto answer = sin.Send(ReqSubject("sin", kService), Wire(bb_->sin, kService));
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  ASSERT_EQ(answer->kind(), v1::KIND_ERROR);
+  EXPECT_EQ(CodeName(answer->error().code()), CodeName(v1::UNAVAILABLE));
+  EXPECT_NE(answer->error().message().find("no catalog snapshot yet"), std::string::npos)
+      << answer->error().message();
+  EXPECT_EQ(bb_->provider_system_calls.load(), 0);
+  bb_->router.reset();  // before `empty` goes
+}
+
 TEST_F(RouterCatalogQuotaTest, ACapOfNAdmitsExactlyNThenQuotaExceededUntilLaPazMidnight) {
   constexpr int kCap = 3;
   ASSERT_NO_FATAL_FAILURE(Start(BackboneOptions(), kCap));
