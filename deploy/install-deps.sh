@@ -7,14 +7,14 @@ PACKAGES=(
   build-essential cmake pkg-config
   protobuf-compiler libprotobuf-dev
   libnats-dev nats-server
-  libsodium-dev libcrypt-dev
+  libsodium-dev libcrypt-dev libssl-dev
   librocksdb-dev
   prometheus-cpp-dev
   libabsl-dev
   libcpp-httplib-dev
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  curl ca-certificates python3
+  curl ca-certificates python3 openssl
   tzdata
   prometheus
   wrk nginx-light

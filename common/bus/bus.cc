@@ -5,6 +5,7 @@
 #include <cctype>
 
 #include <nats/nats.h>
+#include <openssl/ssl.h>
 
 #include <algorithm>
 #include <atomic>
@@ -17,6 +18,8 @@
 #include <string>
 #include <utility>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "common/core/burst.h"
 #include "common/core/files.h"
 #include "common/core/log.h"
@@ -470,6 +473,56 @@ class NatsBus final : public Bus {
   const int pending_msgs_limit_;
 };
 
+// True if any url of the comma-separated list asks for TLS.
+bool HasTlsUrl(std::string_view urls) {
+  size_t start = 0;
+  while (start <= urls.size()) {
+    size_t comma = urls.find(',', start);
+    if (comma == std::string_view::npos) comma = urls.size();
+    std::string_view url = urls.substr(start, comma - start);
+    while (!url.empty() && url.front() == ' ') url.remove_prefix(1);
+    const absl::string_view view(url.data(), url.size());
+    if (absl::StartsWithIgnoreCase(view, "tls://")) return true;
+    start = comma + 1;
+  }
+  return false;
+}
+
+// For a first connect that failed on TLS: what went wrong and the flag that fixes it, as the
+// tail of the one-line error; empty if the failure was not about TLS. Call it on the failing
+// thread (nats_GetLastError is thread-local).
+std::string TlsFailureHint(natsStatus s, const BusOptions& options) {
+  const bool tls = !options.ca_file.empty() || HasTlsUrl(options.url);
+  if (s == NATS_SECURE_CONNECTION_REQUIRED || (s == NATS_SSL_ERROR && options.ca_file.empty())) {
+    // A plain client meets a TLS-only server (nats.c 3.4 then tries TLS trusting nothing).
+    return "; nats-server requires TLS: give --nats-ca FILE (the CA that signed its "
+           "certificate, e.g. <data>/tls/ca.crt from deploy/tls-ca.sh) and a tls:// url";
+  }
+  if (s == NATS_SECURE_CONNECTION_WANTED) {
+    return "; TLS was asked for (--nats-ca or a tls:// url) but nats-server does not offer it: "
+           "point --nats at a TLS nats-server, or drop --nats-ca for a plain one";
+  }
+  if (s == NATS_SSL_ERROR || (tls && s == NATS_IO_ERROR)) {
+    const char* raw = nats_GetLastError(nullptr);
+    const std::string last = absl::AsciiStrToLower(raw != nullptr ? raw : "");
+    if (last.find("hostname mismatch") != std::string::npos) {
+      return fmt::format(
+          "; TLS handshake refused: nats-server's certificate does not name host {} (the "
+          "expected TLS host name): connect by a name its certificate has",
+          options.tls_hostname);
+    }
+    if (last.find("verify") != std::string::npos || last.find("certificate") != std::string::npos ||
+        last.find("issuer") != std::string::npos) {
+      return fmt::format(
+          "; TLS handshake refused: nats-server's certificate is not signed by the CA in "
+          "--nats-ca {}: give the CA that signed it",
+          options.ca_file);
+    }
+    if (s == NATS_SSL_ERROR) return "; TLS handshake failed: check --nats-ca and the tls:// url";
+  }
+  return {};
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Bus>> Bus::Connect(const BusOptions& options) {
@@ -520,6 +573,25 @@ absl::StatusOr<std::unique_ptr<Bus>> Bus::Connect(const BusOptions& options) {
   if (s == NATS_OK) s = natsOptions_SetClosedCB(opts.get(), &OnClosed, events.get());
   if (s == NATS_OK) s = natsOptions_SetErrorHandler(opts.get(), &OnAsyncError, events.get());
   if (s != NATS_OK) return FromNats(s, what, absl::StatusCode::kInvalidArgument);
+  const bool tls = !options.ca_file.empty() || HasTlsUrl(options.url);
+  if (tls) {
+    s = natsOptions_SetSecure(opts.get(), true);
+    if (s != NATS_OK) return FromNats(s, what, absl::StatusCode::kInvalidArgument);
+  }
+  if (!options.ca_file.empty()) {
+    // nats.c loads the file now, so a wrong path fails here rather than at each connect.
+    s = natsOptions_LoadCATrustedCertificates(opts.get(), options.ca_file.c_str());
+    if (s != NATS_OK) {
+      return FromNats(s, fmt::format("{}: --nats-ca {}: no CA certificate could be loaded", what,
+                                     options.ca_file),
+                      absl::StatusCode::kInvalidArgument,
+                      "; give the PEM file of the CA that signed nats-server's certificate");
+    }
+  }
+  if (tls && !options.tls_hostname.empty()) {
+    s = natsOptions_SetExpectedHostname(opts.get(), options.tls_hostname.c_str());
+    if (s != NATS_OK) return FromNats(s, what, absl::StatusCode::kInvalidArgument);
+  }
 
   natsConnection* raw_nc = nullptr;
   s = natsConnection_Connect(&raw_nc, opts.get());
@@ -531,7 +603,11 @@ absl::StatusOr<std::unique_ptr<Bus>> Bus::Connect(const BusOptions& options) {
       code = absl::StatusCode::kUnavailable;
     }
     std::string_view hint = "; is nats-server running and reachable at that url?";
-    if (code == absl::StatusCode::kUnauthenticated) {
+    const std::string tls_hint = TlsFailureHint(s, options);
+    if (!tls_hint.empty()) {
+      code = absl::StatusCode::kFailedPrecondition;
+      hint = tls_hint;
+    } else if (code == absl::StatusCode::kUnauthenticated) {
       hint = options.user.empty()
                  ? "; nats-server wants a user and password (--nats-user and "
                    "--nats-password-file; `chasqui nats-config` makes them)"
@@ -577,6 +653,14 @@ absl::StatusOr<std::unique_ptr<Bus>> ConnectWithPasswordFile(BusOptions options,
                                                              const std::string& password_file) {
   if (!password_file.empty()) CHASQUI_RETURN_IF_ERROR(LoadNatsPassword(password_file, &options));
   return Bus::Connect(options);
+}
+
+void CloseNatsLibrary() {
+  nats_Close();
+  // nats_Close() frees OpenSSL's list of compression methods but leaves OpenSSL pointing at it
+  // (nats-io/nats.c#904): OpenSSL's own cleanup at exit would free it again and crash every
+  // process that used TLS. Point OpenSSL at no list (what it returns is the freed one).
+  (void)SSL_COMP_set0_compression_methods(nullptr);
 }
 
 }  // namespace chasqui

@@ -26,6 +26,13 @@ struct BusOptions {
   // nor does it appear in any error. A refused login is Unauthenticated naming user and url.
   std::string user;
   std::string password;
+  // TLS (DESIGN.md: "connections use TLS"). A CA file (PEM; deploy/tls-ca.sh makes a local one)
+  // or a tls:// url makes the connection TLS-only: nats-server's certificate must chain to
+  // `ca_file` (without one nothing is trusted, so a tls:// url needs it too). `tls_hostname`,
+  // if set, must also be named by the certificate (its SAN DNS name, e.g. "localhost");
+  // empty: the chain alone is checked. Flags: --nats-ca (every executable with --nats).
+  std::string ca_file;
+  std::string tls_hostname;
   // nats.c holds plain publishes up to ~1 ms to batch them. true = lower latency per message,
   // false = higher pipelined throughput. Choose per connection on purpose.
   bool send_asap = false;
@@ -76,7 +83,12 @@ class Bus : public Publisher {
   // Connects, with reconnect/disconnect/closed/error handlers that each log one line.
   // Unavailable (naming the url and nats.c's reason) if the server cannot be reached;
   // Unauthenticated (naming the user and url) if it refuses the credentials; InvalidArgument
-  // for a password without a user.
+  // for a password without a user, or a --nats-ca file that holds no loadable certificate.
+  // FailedPrecondition, in one line naming the cause and the flag that fixes it, when TLS does
+  // not match: a plain client at a TLS-only server ("requires TLS ... --nats-ca"), a server
+  // certificate that does not chain to ca_file ("not signed by the CA in --nats-ca"), or TLS
+  // asked of a server without it ("does not offer TLS"). Never waits past connect_timeout for
+  // a handshake.
   static absl::StatusOr<std::unique_ptr<Bus>> Connect(const BusOptions& options);
   ~Bus() override = default;
 
@@ -97,6 +109,10 @@ class Bus : public Publisher {
   virtual int64_t Reconnects() const = 0;
   virtual int64_t MaxPayload() const = 0;
 };
+
+// Ends the NATS library, once, after every connection is destroyed: nats_Close(), and the fix
+// for its TLS cleanup (nats-io/nats.c#904). Every executable calls this instead of nats_Close().
+void CloseNatsLibrary();
 
 // Bus::Connect, after reading the password from `password_file` if one is named: how every
 // executable connects from its --nats-user / --nats-password-file flags.

@@ -52,6 +52,41 @@ absl::Status CheckListen(std::string_view listen) {
   return absl::OkStatus();
 }
 
+// A TLS path goes between double quotes in the config: nothing may end the string early or be
+// read as an escape.
+absl::Status CheckTlsPath(std::string_view path, std::string_view flag) {
+  if (path.empty() || path.front() != '/') {
+    return absl::InvalidArgumentError(fmt::format(
+        "{} \"{}\": give an absolute path (nats-server resolves relative ones against its own "
+        "working directory)",
+        flag, Printable(path)));
+  }
+  for (char c : path) {
+    const unsigned char u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\' || u < 0x20 || u == 0x7f) {
+      return absl::InvalidArgumentError(fmt::format(
+          "{} \"{}\": a quote, backslash or control byte in the path", flag, Printable(path)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckTls(const NatsTlsFiles& tls) {
+  if (!tls.enabled()) return absl::OkStatus();
+  if (tls.cert_file.empty() || tls.key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "nats config TLS: --tls-cert and --tls-key go together (and --tls-ca needs both)");
+  }
+  CHASQUI_RETURN_IF_ERROR(CheckTlsPath(tls.cert_file, "--tls-cert"));
+  CHASQUI_RETURN_IF_ERROR(CheckTlsPath(tls.key_file, "--tls-key"));
+  if (!tls.ca_file.empty()) CHASQUI_RETURN_IF_ERROR(CheckTlsPath(tls.ca_file, "--tls-ca"));
+  if (tls.timeout_seconds < 1 || tls.timeout_seconds > 60) {
+    return absl::InvalidArgumentError(fmt::format(
+        "nats config TLS: handshake timeout {} s is outside 1..60", tls.timeout_seconds));
+  }
+  return absl::OkStatus();
+}
+
 bool IsPlatformService(std::string_view name) {
   const auto& all = NatsPlatformServices();
   return std::find(all.begin(), all.end(), name) != all.end();
@@ -175,7 +210,10 @@ NatsPermissions NatsPermissionsFor(NatsUserRole role, std::string_view entity,
       // Serves its own control subjects in its queue group only (a plain subscription would
       // take every request for itself), answers them once each, publishes its own events.
       p.publish_allow = {fmt::format("chq.evt.{}.>", entity)};
-      if (entity != "crypto") {
+      if (entity == "crypto") {
+        // Records every certificate it issues in the audit chain of the certificate's env.
+        p.publish_allow.push_back(fmt::format("chq.ctl.audit.certificates.{}", env));
+      } else {
         // Enrols its own key (chasqui-catalog enrol, chasqui enrol --role audit), then asks.
         p.publish_allow.push_back("chq.ctl.crypto.enrol");
         p.publish_allow.push_back("chq.ctl.crypto.sign");
@@ -197,6 +235,7 @@ NatsPermissions NatsPermissionsFor(NatsUserRole role, std::string_view entity,
 
 absl::StatusOr<std::string> NatsServerConfig(const NatsConfigInput& input) {
   CHASQUI_RETURN_IF_ERROR(CheckListen(input.listen));
+  CHASQUI_RETURN_IF_ERROR(CheckTls(input.tls));
   if (input.users.empty()) {
     return absl::InvalidArgumentError(
         "nats config: no users (an authorization block without users would admit nobody)");
@@ -220,6 +259,16 @@ absl::StatusOr<std::string> NatsServerConfig(const NatsConfigInput& input) {
   out += "# Chasqui's subject plan (DESIGN.md, \"Names and subjects\"). Regenerate rather than\n";
   out += "# edit; apply with `nats-server --signal reload`.\n";
   out += fmt::format("listen: \"{}\"\n\n", input.listen);
+  if (input.tls.enabled()) {
+    // Every client connection must be TLS: nats-server 2.9 refuses a plain client once this
+    // block is there. ca_file only checks client certificates offered (no `verify`).
+    out += "tls {\n";
+    out += fmt::format("  cert_file: \"{}\"\n", input.tls.cert_file);
+    out += fmt::format("  key_file: \"{}\"\n", input.tls.key_file);
+    if (!input.tls.ca_file.empty()) out += fmt::format("  ca_file: \"{}\"\n", input.tls.ca_file);
+    out += fmt::format("  timeout: {}\n", input.tls.timeout_seconds);
+    out += "}\n\n";
+  }
   out += "authorization {\n  users = [\n";
   for (const NatsUser& u : input.users) {
     const NatsPermissions p = NatsPermissionsFor(u.role, u.entity, u.env);

@@ -3,7 +3,8 @@
 // and subjects"): one user per entity and environment (`<entity>.<env>`), one per environment's
 // routers (`router.<env>`), one per platform service and environment (`<service>.<env>`:
 // `crypto.test`, `audit.test`, `catalog.test`, `quota.test`), each allowed exactly its own
-// subjects and nothing else. No TLS yet.
+// subjects and nothing else. With TLS files given, nats-server accepts TLS connections only
+// (DESIGN.md: "connections use TLS"); without them the configuration has no `tls` block.
 //
 //   entity E in env V   publish   chq.V.req.E.>  chq.ctl.crypto.enrol  chq.ctl.crypto.directory
 //                                 chq.ctl.catalog.>
@@ -84,14 +85,33 @@ struct NatsPermissions {
 NatsPermissions NatsPermissionsFor(NatsUserRole role, std::string_view entity,
                                    std::string_view env);
 
+// nats-server's TLS: its certificate and key (deploy/tls-ca.sh makes a local CA and both), and
+// optionally a CA file (nats-server checks client certificates it is shown against it; clients
+// need not present one). Absolute paths: nats-server resolves relative ones against its own
+// working directory. All empty: no TLS.
+struct NatsTlsFiles {
+  std::string cert_file;
+  std::string key_file;
+  std::string ca_file;
+  int timeout_seconds = 2;  // the handshake's bound in nats-server
+  bool enabled() const { return !cert_file.empty() || !key_file.empty() || !ca_file.empty(); }
+};
+
 struct NatsConfigInput {
   std::string listen = "127.0.0.1:4222";  // host:port
   std::vector<NatsUser> users;
+  NatsTlsFiles tls;
 };
 
-// The nats-server configuration text: `listen`, and `authorization { users = [...] }` with each
-// user's permissions; no `no_auth_user`, so every connection must authenticate.
-// InvalidArgument (naming the user and the field) if: there are no users; a name is not
+// The nats-server configuration text: `listen`, a `tls { cert_file key_file [ca_file] timeout }`
+// block if input.tls is enabled() (then every client must use TLS: nats-server 2.9 refuses a
+// plain one), and `authorization { users = [...] }` with each user's permissions; no
+// `no_auth_user`, so every connection must authenticate. Without TLS files the text is exactly
+// what it was before TLS existed.
+// InvalidArgument (naming the flag) if TLS is half given (a cert without a key, a key or CA
+// without a cert), a TLS path is not absolute or has a quote, backslash or control byte, or
+// the timeout is not 1..60 s. InvalidArgument (naming the user and the field) if: there are no
+// users; a name is not
 // NatsUserName(role, entity, env); an entity id or env breaks the grammar (common/core/names.h);
 // a router's entity is not "router"; a service's is not a platform service; an entity is
 // named "router" or like a platform service; two users share a name or a

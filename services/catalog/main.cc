@@ -247,7 +247,7 @@ int Serve(ServeFlags f) {
   ops->reset();
   catalog->reset();
   store->reset();
-  nats_Close();
+  chasqui::CloseNatsLibrary();
   CHQ_LOG_INFO("catalog stopped");
   return 0;
 }
@@ -280,6 +280,7 @@ int main(int argc, char** argv) {
   enrol->add_option("--nats", bus_options.url, "NATS server URL");
   enrol->add_option("--nats-user", bus_options.user, "nats-server user of the catalog");
   enrol->add_option("--nats-password-file", nats_password_file, "that user's password file");
+  enrol->add_option("--nats-ca", bus_options.ca_file, "nats-server's CA (PEM): connect over TLS");
 
   ServeFlags sf;
   auto* serve = app.add_subcommand("serve", "answer chq.ctl.catalog.* and publish events");
@@ -292,6 +293,7 @@ int main(int argc, char** argv) {
   serve->add_option("--nats", sf.bus.url, "NATS server URL");
   serve->add_option("--nats-user", sf.bus.user, "nats-server user of the catalog");
   serve->add_option("--nats-password-file", sf.nats_password_file, "that user's password file");
+  serve->add_option("--nats-ca", sf.bus.ca_file, "nats-server's CA (PEM): connect over TLS");
   serve->add_option("--ops-host", sf.ops.host, "address for /metrics, /healthz, /readyz");
   serve->add_option("--ops-port", sf.ops.port, "port for /metrics etc. (0 = pick one)");
   CLI11_PARSE(app, argc, argv);

@@ -9,6 +9,7 @@
 //   chasqui nats-config [--trust T] [--entity E ...] [--router] [--service S ...]
 //                   --env test [--env prod] --out nats.conf --secrets-dir DIR
 //                   [--listen 127.0.0.1:4222] [--force]   (the operator's nats-server users)
+//                   [--tls-cert F --tls-key F [--tls-ca F]]  (TLS-only; without them no tls block)
 //   chasqui top     [--router http://127.0.0.1:9101 ...] [--interval 2] [--once] [--json]
 
 #include <fcntl.h>
@@ -144,6 +145,7 @@ struct NatsLogin {
   std::string url = "nats://127.0.0.1:4222";
   std::string user;
   std::string password_file;
+  std::string ca_file;  // --nats-ca: nats-server's CA, the connection is TLS
 };
 
 // What the process trusts: a trust file, or pinned roots plus its own certificate.
@@ -193,6 +195,7 @@ absl::StatusOr<Connection> Connect(const NatsLogin& nats, const std::string& key
   chasqui::BusOptions options;
   options.url = nats.url;
   options.user = nats.user;
+  options.ca_file = nats.ca_file;
   options.name = fmt::format("chasqui-{}-{}", name, c.identity->pub.entity);
   options.send_asap = true;
   CHASQUI_ASSIGN_OR_RETURN(c.bus, chasqui::ConnectWithPasswordFile(options, nats.password_file));
@@ -253,6 +256,7 @@ int Enrol(const NatsLogin& nats, const std::string& key, const std::string& toke
   chasqui::BusOptions options;
   options.url = nats.url;
   options.user = nats.user;
+  options.ca_file = nats.ca_file;
   options.name = fmt::format("chasqui-enrol-{}", identity->pub.entity);
   options.send_asap = true;
   auto bus = chasqui::ConnectWithPasswordFile(options, nats.password_file);
@@ -387,9 +391,40 @@ struct NatsNames {
 // The operator's verb: nats-server users and permissions from the trust file (DESIGN.md,
 // "Names and subjects"). Each password goes to its own 0600 file; the config holds only bcrypt
 // hashes of them.
+// nats-server's TLS files as the configuration names them: absolute (nats-server resolves a
+// relative path against its own working directory), and checked readable now rather than when
+// nats-server starts.
+absl::StatusOr<chasqui::NatsTlsFiles> ResolveTlsFiles(chasqui::NatsTlsFiles tls) {
+  for (auto [path, flag] : {std::pair{&tls.cert_file, "--tls-cert"},
+                            std::pair{&tls.key_file, "--tls-key"},
+                            std::pair{&tls.ca_file, "--tls-ca"}}) {
+    if (path->empty()) continue;
+    std::error_code ec;
+    const std::filesystem::path abs = std::filesystem::absolute(*path, ec);
+    if (ec || ::access(abs.c_str(), R_OK) != 0) {
+      return absl::NotFoundError(fmt::format("{} {}: cannot read it{}", flag, *path,
+                                             ec ? "" : fmt::format(" ({})", strerror(errno))));
+    }
+    *path = abs.lexically_normal().string();
+  }
+  return tls;
+}
+
 int NatsConfig(const NatsNames& sources, const std::vector<std::string>& envs,
                const std::string& out, const std::string& secrets_dir, const std::string& listen,
-               bool force, int bcrypt_cost) {
+               bool force, int bcrypt_cost, const chasqui::NatsTlsFiles& tls_flags) {
+  auto tls = ResolveTlsFiles(tls_flags);
+  if (!tls.ok()) return Fail(tls.status());
+  {
+    // The address and TLS files are checked before anything is written.
+    chasqui::NatsConfigInput probe;
+    probe.listen = listen;
+    probe.tls = *tls;
+    probe.users.push_back(
+        {"router.test", "probe", chasqui::NatsUserRole::kRouter, "router", "test"});
+    auto checked = chasqui::NatsServerConfig(probe);
+    if (!checked.ok()) return Fail(checked.status());
+  }
   std::vector<chasqui::NatsTrustedName> names;
   std::string source = sources.trust_file.empty() ? "the flags" : sources.trust_file;
   if (!sources.trust_file.empty()) {
@@ -448,6 +483,7 @@ int NatsConfig(const NatsNames& sources, const std::vector<std::string>& envs,
   }
   chasqui::NatsConfigInput input;
   input.listen = listen;
+  input.tls = *tls;
   for (chasqui::NatsUser& u : *users) {
     auto password = chasqui::NewNatsPassword();
     if (!password.ok()) return Fail(password.status());
@@ -467,6 +503,11 @@ int NatsConfig(const NatsNames& sources, const std::vector<std::string>& envs,
                            bcrypt_cost, input.users.size());
   for (const auto& u : input.users) {
     std::cout << fmt::format("  {:<24} password in {}\n", u.name, secret_path(u));
+  }
+  if (input.tls.enabled()) {
+    std::cout << fmt::format(
+        "TLS only: certificate {}; clients connect with --nats-ca <the CA that signed it>\n",
+        input.tls.cert_file);
   }
   std::cout << fmt::format(
       "start it with:   nats-server -c {}\n"
@@ -516,6 +557,7 @@ int main(int argc, char** argv) {
     verb->add_option("--nats-user", nats.user, "nats-server user (<entity>.<env>)");
     verb->add_option("--nats-password-file", nats.password_file,
                      "file holding that user's password (mode 0600)");
+    verb->add_option("--nats-ca", nats.ca_file, "nats-server's CA (PEM): connect over TLS");
   };
   chasqui::CallOptions call_options;
   int64_t timeout_ms = 10000;
@@ -576,6 +618,14 @@ int main(int argc, char** argv) {
   nats_config->add_option("--listen", nc_listen, "nats-server's client address, host:port");
   nats_config->add_flag("--force", nc_force, "replace existing files (all passwords change)");
   nats_config->add_option("--bcrypt-cost", nc_bcrypt_cost, "bcrypt cost (4..31)");
+  chasqui::NatsTlsFiles nc_tls;
+  nats_config->add_option("--tls-cert", nc_tls.cert_file,
+                          "nats-server's TLS certificate: clients must use TLS (deploy/tls-ca.sh)");
+  nats_config->add_option("--tls-key", nc_tls.key_file, "its private key");
+  nats_config->add_option("--tls-ca", nc_tls.ca_file,
+                          "the CA file, for client certificates offered (optional)");
+  nats_config->add_option("--tls-timeout", nc_tls.timeout_seconds,
+                          "TLS handshake timeout in seconds (1..60)");
 
   chasqui::TopOptions top_options;
   std::vector<std::string> top_routers;
@@ -605,12 +655,13 @@ int main(int argc, char** argv) {
   }
   if (*serve) rc = ServeDemo(nats, key, trust_flags);
   if (*nats_config) {
-    rc = NatsConfig(nc_names, nc_envs, nc_out, nc_secrets, nc_listen, nc_force, nc_bcrypt_cost);
+    rc = NatsConfig(nc_names, nc_envs, nc_out, nc_secrets, nc_listen, nc_force, nc_bcrypt_cost,
+                    nc_tls);
   }
   if (*top) {
     if (!top_routers.empty()) top_options.routers = top_routers;
     rc = chasqui::RunTop(top_options);
   }
-  nats_Close();
+  chasqui::CloseNatsLibrary();
   return rc;
 }

@@ -43,6 +43,7 @@ void AddPersonFlags(CLI::App* verb, PersonFlags* f) {
   verb->add_option("--nats-user", f->nats_user, "nats-server user (your entity's, <entity>.<env>)");
   verb->add_option("--nats-password-file", f->nats_password_file,
                    "file holding that user's password (mode 0600)");
+  verb->add_option("--nats-ca", f->nats_ca, "nats-server's CA (PEM): connect over TLS");
   verb->add_option("--timeout-ms", f->timeout_ms, "give up waiting for the answer after this long");
 }
 
@@ -62,6 +63,7 @@ absl::StatusOr<PersonSession> OpenPerson(const PersonFlags& flags, std::string_v
   BusOptions options;
   options.url = flags.nats_url;
   options.user = flags.nats_user;
+  options.ca_file = flags.nats_ca;
   options.name = fmt::format("chasqui-{}-{}", tool, identity.pub.entity);
   options.send_asap = true;
   CHASQUI_ASSIGN_OR_RETURN(std::unique_ptr<Bus> bus,

@@ -38,6 +38,7 @@ struct PersonFlags {
   std::string nats_url = "nats://127.0.0.1:4222";
   std::string nats_user;
   std::string nats_password_file;
+  std::string nats_ca;  // --nats-ca: nats-server's CA, the connection is TLS
   int64_t timeout_ms = 10000;
 };
 void AddPersonFlags(CLI::App* verb, PersonFlags* flags);

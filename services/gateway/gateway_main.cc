@@ -90,6 +90,7 @@ int main(int argc, char** argv) {
                  "nats-server user from `chasqui nats-config` (router.<env>, or <entity>.<env>)");
   app.add_option("--nats-password-file", nats_password_file,
                  "file holding that user's password (mode 0600; never on the command line)");
+  app.add_option("--nats-ca", bus_options.ca_file, "nats-server's CA (PEM): connect over TLS");
   app.add_option("--key", key_file, "the entity's key file (from `chasqui keygen`)")->required();
   app.add_option("--trust", trust_file,
                  "trust file listing the keys this gateway accepts (or --roots with --cert)");
@@ -279,7 +280,7 @@ int main(int argc, char** argv) {
   }
   bus->reset();
   ops->reset();
-  nats_Close();
+  chasqui::CloseNatsLibrary();
   CHQ_LOG_INFO("gateway stopped");
   return 0;
 }

@@ -1,6 +1,7 @@
 #include "tests/support/nats_server.h"
 
 #include "common/core/files.h"
+#include "tests/support/run_command.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -78,9 +79,43 @@ absl::StatusOr<std::unique_ptr<NatsServer>> NatsServer::Start(std::vector<std::s
   return server;
 }
 
+absl::StatusOr<std::unique_ptr<NatsServer>> NatsServer::StartTls(
+    const TestTls& tls, std::vector<std::string> extra_args) {
+  std::vector<std::string> args = {"--tls", "--tlscert", tls.cert_file, "--tlskey", tls.key_file};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  std::unique_ptr<NatsServer> server(new NatsServer(std::move(args)));
+  server->tls_ = true;
+  absl::Status st = server->Launch({"-p", "-1"});
+  if (!st.ok()) return st;
+  return server;
+}
+
+absl::StatusOr<std::unique_ptr<NatsServer>> NatsServer::StartTlsConfig(
+    const std::string& config_path) {
+  std::unique_ptr<NatsServer> server(new NatsServer({"-c", config_path}));
+  server->tls_ = true;
+  absl::Status st = server->Launch({"-p", "-1"});
+  if (!st.ok()) return st;
+  return server;
+}
+
 NatsServer::~NatsServer() { Terminate(); }
 
-std::string NatsServer::url() const { return fmt::format("nats://127.0.0.1:{}", port_); }
+std::string NatsServer::url() const {
+  return fmt::format("{}://127.0.0.1:{}", tls_ ? "tls" : "nats", port_);
+}
+
+absl::StatusOr<TestTls> MakeTestTls(const std::string& dir) {
+  const std::string script = std::string(CHASQUI_SOURCE_DIR) + "/deploy/tls-ca.sh";
+  // The script is short and bounded by `timeout`; its output names what failed.
+  const CommandOutcome run = RunCommand(fmt::format("timeout 30 '{}' '{}' 2", script, dir));
+  if (run.exit_code != 0) {
+    return absl::UnavailableError(
+        fmt::format("{} {} failed (exit {}): {}", script, dir, run.exit_code,
+                    Head(run.output, 1000)));
+  }
+  return TestTls{dir + "/ca.crt", dir + "/server.crt", dir + "/server.key"};
+}
 
 absl::Status NatsServer::Launch(const std::vector<std::string>& port_args) {
   const std::string bin = FindExecutable(CHASQUI_NATS_SERVER_BIN);
@@ -172,6 +207,14 @@ void NatsServer::Kill9() {
   ::kill(pid_, SIGKILL);
   ReapBlocking(pid_);
   pid_ = -1;
+}
+
+absl::Status NatsServer::Reload() {
+  if (pid_ <= 0) return absl::FailedPreconditionError("nats-server is not running");
+  if (::kill(pid_, SIGHUP) != 0) {
+    return absl::InternalError(fmt::format("kill -HUP {}: {}", pid_, std::strerror(errno)));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status NatsServer::Restart() {

@@ -152,7 +152,8 @@ TEST(NatsConfigTest, EachUserGetsExactlyItsSubjects) {
 
   // Each service serves its own control subjects in its queue group, publishes its own events.
   const Granted& crypto = users.at("crypto.test");
-  EXPECT_THAT(crypto.publish, ElementsAre("chq.evt.crypto.>"));
+  EXPECT_THAT(crypto.publish,
+              ElementsAre("chq.evt.crypto.>", "chq.ctl.audit.certificates.test"));
   EXPECT_THAT(crypto.subscribe, ElementsAre("chq.ctl.crypto.> chq.crypto", "_INBOX._crypto.test.>",
                                             "chq.evt.crypto.>"));
   EXPECT_TRUE(crypto.allow_responses);
@@ -394,6 +395,56 @@ TEST(NatsConfigTest, PlannedUsersWithFreshPasswordsMakeAValidConfig) {
   for (const auto& [name, g] : parsed) passwords.insert(g.password);
   EXPECT_EQ(parsed.size(), 4u);
   EXPECT_EQ(passwords.size(), 4u);
+}
+
+TEST(NatsConfigTest, TlsFilesAddATlsBlockAndChangeNothingElse) {
+  NatsConfigInput in;
+  in.users = {RouterUser("test", "p1"), Entity("sin", "test", "p2")};
+  auto plain = NatsServerConfig(in);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_THAT(*plain, Not(HasSubstr("tls")));
+
+  in.tls.cert_file = "/etc/chasqui/tls/server.crt";
+  in.tls.key_file = "/etc/chasqui/tls/server.key";
+  auto tls = NatsServerConfig(in);
+  ASSERT_TRUE(tls.ok()) << tls.status();
+  const std::string block =
+      "tls {\n"
+      "  cert_file: \"/etc/chasqui/tls/server.crt\"\n"
+      "  key_file: \"/etc/chasqui/tls/server.key\"\n"
+      "  timeout: 2\n"
+      "}\n\n";
+  const size_t at = tls->find(block);
+  ASSERT_NE(at, std::string::npos) << *tls;
+  // The block sits before the users, and taking it out gives back the plain text exactly.
+  EXPECT_LT(at, tls->find("authorization {"));
+  EXPECT_EQ(std::string(*tls).erase(at, block.size()), *plain);
+
+  in.tls.ca_file = "/etc/chasqui/tls/ca.crt";
+  in.tls.timeout_seconds = 5;
+  auto with_ca = NatsServerConfig(in);
+  ASSERT_TRUE(with_ca.ok()) << with_ca.status();
+  EXPECT_THAT(*with_ca, HasSubstr("  ca_file: \"/etc/chasqui/tls/ca.crt\"\n  timeout: 5\n}"));
+  EXPECT_THAT(*with_ca, Not(HasSubstr("verify")));  // clients need no certificate of their own
+}
+
+TEST(NatsConfigTest, RefusesHalfOrUnsafeTlsFiles) {
+  auto refused = [](NatsTlsFiles tls) {
+    NatsConfigInput in;
+    in.users = {Entity("sin", "test", "p2")};
+    in.tls = std::move(tls);
+    auto text = NatsServerConfig(in);
+    EXPECT_FALSE(text.ok());
+    return text.ok() ? std::string() : std::string(MessageOf(text.status()));
+  };
+  EXPECT_THAT(refused({"/a/server.crt", "", "", 2}), HasSubstr("--tls-key"));
+  EXPECT_THAT(refused({"", "/a/server.key", "", 2}), HasSubstr("--tls-cert"));
+  EXPECT_THAT(refused({"", "", "/a/ca.crt", 2}), HasSubstr("--tls-ca needs both"));
+  EXPECT_THAT(refused({"server.crt", "/a/server.key", "", 2}), HasSubstr("absolute path"));
+  EXPECT_THAT(refused({"/a/server.crt", "/a/k\"ey", "", 2}), HasSubstr("--tls-key"));
+  EXPECT_THAT(refused({"/a/server.crt", "/a/key\n", "", 2}), HasSubstr("control byte"));
+  EXPECT_THAT(refused({"/a/server.crt", "/a/server.key", "/a/c\\a", 2}), HasSubstr("--tls-ca"));
+  EXPECT_THAT(refused({"/a/server.crt", "/a/server.key", "", 0}), HasSubstr("timeout"));
 }
 
 }  // namespace

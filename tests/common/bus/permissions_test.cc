@@ -6,6 +6,9 @@
 // follows the same path (same publisher connection, same receiving subscription or delivery
 // thread), and NATS keeps that order; once the permitted one is seen, the forbidden one would
 // have been seen first. Denials are also read from nats-server's own log.
+//
+// The server is TLS-only, as the bus is (the configuration's `tls` block with a throwaway CA's
+// server certificate; every client trusts that CA): every check here runs over TLS.
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -87,6 +90,7 @@ class PermissionsTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new TempDir;
     passwords_ = new std::map<std::string, std::string>;
+    tls_ = new chasqui::testing::TestTls;
     setup_ = new absl::Status(MakeConfig());
     if (setup_->ok()) *setup_ = StartServer(&server_);
   }
@@ -95,6 +99,7 @@ class PermissionsTest : public ::testing::Test {
     server_ = nullptr;
     delete setup_;
     delete passwords_;
+    delete tls_;
     delete dir_;
   }
 
@@ -113,6 +118,10 @@ class PermissionsTest : public ::testing::Test {
                                            {"test"}, "the test's trust list"));
     NatsConfigInput input;
     input.listen = "127.0.0.1:4222";  // the test server's -p -1 overrides the port
+    CHASQUI_ASSIGN_OR_RETURN(*tls_, chasqui::testing::MakeTestTls(dir_->File("tls")));
+    input.tls.cert_file = tls_->cert_file;
+    input.tls.key_file = tls_->key_file;
+    input.tls.ca_file = tls_->ca_file;
     for (NatsUser& u : users) {
       CHASQUI_ASSIGN_OR_RETURN(std::string password, NewNatsPassword());
       CHASQUI_ASSIGN_OR_RETURN(u.password, BcryptHash(password));
@@ -126,7 +135,7 @@ class PermissionsTest : public ::testing::Test {
   static std::string ConfigPath() { return dir_->File("nats.conf"); }
 
   static absl::Status StartServer(NatsServer** out) {
-    CHASQUI_ASSIGN_OR_RETURN(auto server, NatsServer::Start({"-c", ConfigPath()}));
+    CHASQUI_ASSIGN_OR_RETURN(auto server, NatsServer::StartTlsConfig(ConfigPath()));
     *out = server.release();
     return absl::OkStatus();
   }
@@ -137,6 +146,7 @@ class PermissionsTest : public ::testing::Test {
                                                         bool shared_delivery_thread = false) {
     BusOptions o;
     o.url = server.url();
+    o.ca_file = tls_->ca_file;
     o.name = "perm-" + user;
     o.user = user;
     o.password = password;
@@ -195,7 +205,9 @@ class PermissionsTest : public ::testing::Test {
   static std::map<std::string, std::string>* passwords_;
   static absl::Status* setup_;
   static NatsServer* server_;
+  static chasqui::testing::TestTls* tls_;
 };
+chasqui::testing::TestTls* PermissionsTest::tls_ = nullptr;
 
 TempDir* PermissionsTest::dir_ = nullptr;
 std::map<std::string, std::string>* PermissionsTest::passwords_ = nullptr;
@@ -242,6 +254,24 @@ TEST_F(PermissionsTest, AWrongPasswordIsUnauthenticatedAndNeverQuoted) {
 
   auto right = ConnectAs(*server_, "sin.test", passwords_->at("sin.test"));
   EXPECT_TRUE(right.ok()) << right.status();
+}
+
+TEST_F(PermissionsTest, TheGeneratedConfigAdmitsOnlyTls) {
+  ASSERT_THAT(ReadFileOrEmpty(ConfigPath()), HasSubstr("tls {"));
+  ASSERT_THAT(server_->url(), HasSubstr("tls://"));
+  // The right user and password over a plain connection: refused before any login, with the
+  // flag that fixes it, and the password never quoted.
+  BusOptions plain;
+  plain.url = "nats://127.0.0.1:" + std::to_string(server_->port());
+  plain.name = "perm-plain";
+  plain.user = "sin.test";
+  plain.password = passwords_->at("sin.test");
+  plain.max_reconnect = 0;
+  auto bus = Bus::Connect(plain);
+  ASSERT_FALSE(bus.ok());
+  EXPECT_EQ(bus.status().code(), absl::StatusCode::kFailedPrecondition) << bus.status();
+  EXPECT_THAT(std::string(MessageOf(bus.status())), HasSubstr("--nats-ca"));
+  EXPECT_THAT(std::string(MessageOf(bus.status())), Not(HasSubstr(plain.password)));
 }
 
 TEST_F(PermissionsTest, AnEntityPublishesOnlyItsOwnRequests) {
