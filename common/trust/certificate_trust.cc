@@ -219,6 +219,7 @@ absl::StatusOr<std::unique_ptr<CertificateTrust>> CertificateTrust::Start(
                  t->options_.entity, t->options_.env, absl::ToInt64Seconds(t->options_.refresh),
                  MessageOf(s));
   }
+  t->bus_ = bus;
   t->refresher_ = std::thread([raw] { raw->RefreshLoop(); });
   CHQ_LOG_INFO("certificate trust {} {}: own certificate {}, {} roots pinned, {} certificates, "
                "revocation list version {}",
@@ -229,7 +230,10 @@ absl::StatusOr<std::unique_ptr<CertificateTrust>> CertificateTrust::Start(
 }
 
 CertificateTrust::~CertificateTrust() {
-  stop_.Notify();
+  {
+    absl::MutexLock lock(&wake_mu_);
+    stopping_ = true;
+  }
   if (refresher_.joinable()) refresher_.join();
   revocations_.reset();  // waits for a handler in progress
   client_.reset();
@@ -250,19 +254,18 @@ absl::StatusOr<std::shared_ptr<const TrustStore>> CertificateTrust::Current() co
         "traffic until a fresh list arrives from the crypto service",
         options_.env, applied_version_.load(), valid_until, now));
   }
-  absl::MutexLock lock(&mu_);
-  return store_;
+  return store_.load(std::memory_order_acquire);
 }
 
 void CertificateTrust::Rebuild() {
+  absl::MutexLock rebuilding(&rebuild_mu_);
   const int64_t now = clock_.NowUnixMillis();
   auto store = directory_.BuildTrustStore(now);
   const uint64_t version = directory_.revocation_version();
   const int64_t valid_until = directory_.revocation_valid_until_ms();
   if (store.ok()) {
-    auto next = std::make_shared<const TrustStore>(*std::move(store));
-    absl::MutexLock lock(&mu_);
-    store_ = std::move(next);
+    store_.store(std::make_shared<const TrustStore>(*std::move(store)),
+                 std::memory_order_release);
   }
   // Published after the store, so a reader that sees the new list also sees its store.
   applied_version_.store(version);
@@ -279,6 +282,8 @@ void CertificateTrust::OnRevocationList(std::string_view signed_list) {
   if (absl::IsPermissionDenied(s)) return;  // another environment's list
   if (!s.ok()) {
     CHQ_LOG_WARN("revocation list event refused: {}", MessageOf(s));
+    // Signed by a root not pinned yet (a rotation): its endorsement is in the directory.
+    if (absl::IsNotFound(s)) WakeRefresher();
     return;
   }
   Rebuild();
@@ -327,47 +332,85 @@ absl::Status CertificateTrust::PreloadGateways() {
 
 bool CertificateTrust::FetchDue(const std::string& key) {
   const int64_t now = clock_.NowMonoNanos();
-  if (last_fetch_ns_.size() > kMaxRememberedFetches) last_fetch_ns_.clear();
-  auto [it, fresh] = last_fetch_ns_.try_emplace(key, now);
+  if (last_fetch_.size() > kMaxRememberedFetches) last_fetch_.clear();
+  auto [it, fresh] = last_fetch_.try_emplace(key, FetchMark{now, {}});
   if (fresh) return true;
-  if (now - it->second < absl::ToInt64Nanoseconds(options_.fetch_backoff)) return false;
-  it->second = now;
+  if (now - it->second.at_ns < absl::ToInt64Nanoseconds(options_.fetch_backoff)) return false;
+  it->second.at_ns = now;
   return true;
+}
+
+void CertificateTrust::MarkFetch(const std::string& key, const absl::Status& outcome) {
+  auto it = last_fetch_.find(key);
+  if (it == last_fetch_.end()) return;
+  it->second.failure = outcome.ok() ? std::string() : std::string(MessageOf(outcome));
+}
+
+std::string CertificateTrust::LastFetchFailure(const std::string& key) {
+  auto it = last_fetch_.find(key);
+  return it == last_fetch_.end() ? std::string() : it->second.failure;
 }
 
 absl::StatusOr<std::shared_ptr<const TrustStore>> CertificateTrust::FetchEntity(
     std::string_view entity) {
   CHASQUI_RETURN_IF_ERROR(Current().status());
+  const std::string key = fmt::format("entity/{}", entity);
+  std::string failure;
   {
     absl::MutexLock lock(&fetch_mu_);
-    if (FetchDue(fmt::format("entity/{}", entity))) {
+    if (FetchDue(key)) {
       v1::DirectoryRequest req;
       req.set_entity(std::string(entity));
-      if (absl::Status s = FetchCertificates(std::move(req)); !s.ok()) {
+      absl::Status s = FetchCertificates(std::move(req));
+      MarkFetch(key, s);
+      if (!s.ok()) {
         CHQ_LOG_WARN("fetching the certificates of {} failed: {}", entity, MessageOf(s));
       } else {
         Rebuild();
       }
     }
+    failure = LastFetchFailure(key);
   }
   if (entity == options_.entity && options_.check_unrequested) CheckOwnEntity();
-  return Current();
+  CHASQUI_ASSIGN_OR_RETURN(std::shared_ptr<const TrustStore> store, Current());
+  if (!failure.empty() && store->Find(entity, Role::kEntity) == nullptr) {
+    // Not "unknown": nobody could be asked.
+    return absl::UnavailableError(fmt::format(
+        "no certificate of {} is held here and the crypto service's directory could not be "
+        "asked about it ({}): retry shortly",
+        entity, failure));
+  }
+  return store;
 }
 
 absl::StatusOr<std::shared_ptr<const TrustStore>> CertificateTrust::FetchSerial(uint64_t serial) {
   auto found = directory_.Lookup(serial, clock_.NowUnixMillis());
   if (absl::IsNotFound(found.status())) {
-    absl::MutexLock lock(&fetch_mu_);
-    if (FetchDue(fmt::format("serial/{}", serial))) {
-      v1::DirectoryRequest req;
-      req.add_serials(serial);
-      if (absl::Status s = FetchCertificates(std::move(req)); !s.ok()) {
-        CHQ_LOG_WARN("fetching certificate {} failed: {}", serial, MessageOf(s));
-      } else {
-        Rebuild();
+    const std::string key = fmt::format("serial/{}", serial);
+    std::string failure;
+    {
+      absl::MutexLock lock(&fetch_mu_);
+      if (FetchDue(key)) {
+        v1::DirectoryRequest req;
+        req.add_serials(serial);
+        absl::Status s = FetchCertificates(std::move(req));
+        MarkFetch(key, s);
+        if (!s.ok()) {
+          CHQ_LOG_WARN("fetching certificate {} failed: {}", serial, MessageOf(s));
+        } else {
+          Rebuild();
+        }
       }
+      failure = LastFetchFailure(key);
     }
     found = directory_.Lookup(serial, clock_.NowUnixMillis());
+    if (absl::IsNotFound(found.status()) && !failure.empty()) {
+      // We cannot tell that it is unknown: the directory did not answer.
+      return absl::UnavailableError(fmt::format(
+          "certificate {} is not held here and the crypto service's directory could not be "
+          "asked about it ({}): retry shortly",
+          serial, failure));
+    }
   }
   CHASQUI_RETURN_IF_ERROR(found.status());
   return Current();
@@ -380,14 +423,21 @@ absl::StatusOr<std::shared_ptr<const TrustStore>> CertificateTrust::FetchSerials
   {
     absl::MutexLock lock(&fetch_mu_);
     v1::DirectoryRequest req;
+    std::vector<std::string> keys;
     for (uint64_t serial : serials) {
       if (static_cast<size_t>(req.serials_size()) >= kMaxSerialsPerFetch) break;
       if (!absl::IsNotFound(directory_.Lookup(serial, now).status())) continue;  // held
-      if (FetchDue(fmt::format("serial/{}", serial))) req.add_serials(serial);
+      std::string key = fmt::format("serial/{}", serial);
+      if (FetchDue(key)) {
+        req.add_serials(serial);
+        keys.push_back(std::move(key));
+      }
     }
     if (req.serials_size() > 0) {
       const int n = req.serials_size();
-      if (absl::Status s = FetchCertificates(std::move(req)); !s.ok()) {
+      absl::Status s = FetchCertificates(std::move(req));
+      for (const std::string& key : keys) MarkFetch(key, s);
+      if (!s.ok()) {
         CHQ_LOG_WARN("fetching {} certificates failed: {}", n, MessageOf(s));
       } else {
         Rebuild();
@@ -423,8 +473,37 @@ void CertificateTrust::CheckOwnEntity() {
   }
 }
 
+void CertificateTrust::ApplyEndorsements(const v1::DirectoryReply& reply) {
+  const size_t before = directory_.anchors().anchors().size();
+  for (const v1::RootEndorsement& e : reply.anchors()) {
+    absl::Status s = directory_.ApplyEndorsement(e, clock_.NowUnixMillis());
+    // FailedPrecondition: signed by a root past its validity (an old rotation's endorsement,
+    // already applied while that root was valid). Anything else is worth a line.
+    if (!s.ok() && !absl::IsFailedPrecondition(s)) {
+      CHQ_LOG_WARN("root endorsement from the directory refused: {}", MessageOf(s));
+    }
+  }
+  if (const size_t after = directory_.anchors().anchors().size(); after != before) {
+    CHQ_LOG_INFO("certificate trust {} {}: {} roots pinned now (was {}): learnt from their "
+                 "endorsements",
+                 options_.entity, options_.env, after, before);
+  }
+}
+
 absl::Status CertificateTrust::Refresh() {
-  absl::Status first = CatchUpRevocations(*client_, directory_, clock_);
+  // The endorsements first, so a list signed by a new root verifies.
+  absl::Status first = [&]() -> absl::Status {
+    v1::DirectoryRequest req;
+    req.set_env(options_.env);
+    req.set_revocation_list(true);
+    req.set_anchors(true);
+    CHASQUI_ASSIGN_OR_RETURN(v1::DirectoryReply reply, client_->Directory(req));
+    ApplyEndorsements(reply);
+    return directory_.ApplyRevocationList(reply.revocation_list().SerializeAsString(),
+                                          clock_.NowUnixMillis());
+  }();
+  // A newer list takes effect now, not after the certificate fetches below.
+  if (directory_.revocation_version() != applied_version_.load()) Rebuild();
   if (!first.ok() && !absl::IsFailedPrecondition(first)) {
     CHQ_LOG_WARN("catching up on revocations for {} failed: {}", options_.env, MessageOf(first));
   } else {
@@ -455,8 +534,22 @@ absl::Status CertificateTrust::Refresh() {
   return first;
 }
 
+void CertificateTrust::WakeRefresher() {
+  absl::MutexLock lock(&wake_mu_);
+  wake_ = true;
+}
+
 void CertificateTrust::RefreshLoop() {
-  for (;;) {
+  // Checked every second at most: a reconnect, a wake-up, or the time for the next refresh.
+  constexpr absl::Duration kTick = absl::Seconds(1);
+  int64_t seen_reconnects = bus_->Reconnects();
+  bool catch_up_pending = false;  // a reconnect whose catch-up has not succeeded yet
+  // Retries of a failed catch-up back off (1 s, 2 s, 4 s ... up to `refresh`), so a crypto
+  // service that stays away does not cost a log line a second.
+  absl::Duration catch_up_wait = kTick;
+  absl::Time catch_up_at = absl::InfiniteFuture();
+  absl::Time next_refresh = absl::Now();
+  auto schedule = [&] {
     // Sooner when the held list nears its valid_until, so a missed event is caught up before
     // the list goes stale.
     absl::Duration wait = options_.refresh;
@@ -469,8 +562,45 @@ void CertificateTrust::RefreshLoop() {
                  ? std::min(wait, std::max(absl::Seconds(1), absl::Milliseconds(left_ms / 2)))
                  : std::min(wait, absl::Seconds(5));
     }
-    if (stop_.WaitForNotificationWithTimeout(wait)) return;
-    (void)Refresh();
+    next_refresh = absl::Now() + wait;
+  };
+  schedule();
+  for (;;) {
+    bool woken = false;
+    {
+      absl::MutexLock lock(&wake_mu_);
+      wake_mu_.AwaitWithTimeout(absl::Condition(this, &CertificateTrust::WokenOrStopping),
+                                std::max(absl::ZeroDuration(),
+                                         std::min({kTick, next_refresh - absl::Now(),
+                                                   catch_up_at - absl::Now()})));
+      if (stopping_) return;
+      woken = wake_;
+      wake_ = false;
+    }
+    const int64_t reconnects = bus_->Reconnects();
+    if (reconnects != seen_reconnects) {
+      seen_reconnects = reconnects;
+      catch_up_pending = true;
+      catch_up_wait = kTick;
+      catch_up_at = absl::Now();
+      CHQ_LOG_INFO("certificate trust {} {}: the bus reconnected: catching up on what was "
+                   "missed",
+                   options_.entity, options_.env);
+    }
+    const absl::Time now = absl::Now();
+    if (!woken && now < next_refresh && !(catch_up_pending && now >= catch_up_at)) continue;
+    const absl::Status s = Refresh();
+    if (catch_up_pending && !s.ok()) {
+      catch_up_at = absl::Now() + catch_up_wait;
+      catch_up_wait = std::min(catch_up_wait * 2, std::max(kTick, options_.refresh));
+    } else if (catch_up_pending) {
+      catch_up_pending = false;
+      catch_up_at = absl::InfiniteFuture();
+      CHQ_LOG_INFO("certificate trust {} {}: caught up after the reconnect (revocation list "
+                   "version {})",
+                   options_.entity, options_.env, directory_.revocation_version());
+    }
+    schedule();
   }
 }
 

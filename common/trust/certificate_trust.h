@@ -28,9 +28,21 @@
 // <metric_prefix>_revocation_list_valid_until_seconds and
 // <metric_prefix>_certificate_expiry_timestamp_seconds (the own certificate's not_after).
 //
-// Snapshots are swapped whole under a short lock (TrustSource in trust_source.h); a request keeps the
-// snapshot it started with. Thread-safe. Expired certificates leave the snapshot at the next
-// rebuild (a refresh or a new list), at most `refresh` late.
+//   - Unknown serials while the crypto service does not answer: FetchSerial (and FetchEntity)
+//     say Unavailable, not NotFound, while the last directory request about that name failed:
+//     the router and the gateways answer UNAVAILABLE ("cannot tell"), never UNAUTHENTICATED.
+//   - Root rotation: every refresh also asks for the root endorsements and applies those that
+//     verify against the roots already pinned, so a process pinned on the old root learns the
+//     new one (and the old one's shortened validity) without a restart. A revocation list
+//     signed by a root not pinned yet wakes the refresher at once.
+//   - Reconnects: when the bus reconnects (nats.c's reconnect count grows) the refresher
+//     catches up within a second, retrying every second until it succeeds, so a process
+//     whose connection dropped does not wait for the next `refresh` to learn what it missed.
+//
+// Snapshots are swapped whole through an atomic shared_ptr (TrustSource in trust_source.h):
+// Current() takes no lock; a request keeps the snapshot it started with. Thread-safe. Expired
+// certificates leave the snapshot at the next rebuild (a refresh or a new list), at most
+// `refresh` late.
 
 #include <atomic>
 #include <cstdint>
@@ -45,7 +57,6 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/bus/bus.h"
 #include "common/core/clock.h"
@@ -160,13 +171,16 @@ class CertificateTrust final : public TrustSource {
       const std::vector<uint64_t>& serials) override;
   bool fetches() const override { return true; }
 
-  // What the background thread does every `refresh`: catch up on revocations, fetch the
+  // What the background thread does every `refresh` (and after a reconnect): learn new roots
+  // from their endorsements, catch up on revocations, fetch the
   // routers' and the own entity's certificates (and, with preload_gateways, every gateway
   // certificate of the env), rebuild. The first error is returned; the
   // rest is still done.
   absl::Status Refresh();
 
-  uint64_t revocation_version() const { return directory_.revocation_version(); }
+  // The version of the list the current snapshot was built with (what requests are checked
+  // against): once it moves, the next request sees that list.
+  uint64_t revocation_version() const { return applied_version_.load(); }
   int64_t revocation_valid_until_ms() const { return directory_.revocation_valid_until_ms(); }
   // Directory requests sent for certificates (refreshes and fetches), for tests and logs.
   uint64_t directory_requests() const { return directory_requests_.load(); }
@@ -185,7 +199,19 @@ class CertificateTrust final : public TrustSource {
   // Every gateway certificate of the env, page by page.
   absl::Status PreloadGateways();
   // True if `key` was not fetched within the backoff (and marks it fetched now).
-  bool FetchDue(const std::string& key);
+  bool FetchDue(const std::string& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(fetch_mu_);
+  // Records how the last directory request about `key` went.
+  void MarkFetch(const std::string& key, const absl::Status& outcome)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(fetch_mu_);
+  // Why the last directory request about `key` failed; empty if it was answered (or none).
+  std::string LastFetchFailure(const std::string& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(fetch_mu_);
+  // Applies the root endorsements the directory holds (a root rotation).
+  void ApplyEndorsements(const v1::DirectoryReply& reply);
+  // Wakes the refresher now (a list signed by a root not pinned yet).
+  void WakeRefresher();
+  bool WokenOrStopping() const ABSL_SHARED_LOCKS_REQUIRED(wake_mu_) {
+    return wake_ || stopping_;
+  }
   void OnRevocationList(std::string_view signed_list);
   void Rebuild();
   void CheckOwnEntity();
@@ -202,14 +228,20 @@ class CertificateTrust final : public TrustSource {
   std::unique_ptr<CryptoClient> client_;
   std::unique_ptr<Subscription> revocations_;
 
-  mutable absl::Mutex mu_;
-  std::shared_ptr<const TrustStore> store_ ABSL_GUARDED_BY(mu_);
+  // Every request loads it (no lock); Rebuild stores it, one rebuild at a time (rebuild_mu_),
+  // so an older build never replaces a newer one.
+  std::atomic<std::shared_ptr<const TrustStore>> store_;
+  absl::Mutex rebuild_mu_;
   // 0 before any list: Current() reads it without a lock on every request.
   std::atomic<int64_t> valid_until_ms_{0};
   std::atomic<uint64_t> applied_version_{0};
 
   absl::Mutex fetch_mu_;  // one directory fetch at a time
-  absl::flat_hash_map<std::string, int64_t> last_fetch_ns_ ABSL_GUARDED_BY(fetch_mu_);
+  struct FetchMark {
+    int64_t at_ns = 0;
+    std::string failure;  // empty: the last request about this name was answered
+  };
+  absl::flat_hash_map<std::string, FetchMark> last_fetch_ ABSL_GUARDED_BY(fetch_mu_);
   absl::Mutex warned_mu_;
   absl::flat_hash_set<uint64_t> reported_ ABSL_GUARDED_BY(warned_mu_);
   std::atomic<uint64_t> unrequested_{0};
@@ -220,7 +252,10 @@ class CertificateTrust final : public TrustSource {
   prometheus::Gauge* valid_until_gauge_ = nullptr;
   prometheus::Gauge* expiry_gauge_ = nullptr;
 
-  absl::Notification stop_;
+  Bus* bus_ = nullptr;
+  mutable absl::Mutex wake_mu_;
+  bool wake_ ABSL_GUARDED_BY(wake_mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(wake_mu_) = false;
   std::thread refresher_;
 };
 

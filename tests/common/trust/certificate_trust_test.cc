@@ -6,6 +6,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "common/core/clock.h"
 #include "common/core/status.h"
@@ -161,6 +162,44 @@ TEST_F(CertificateTrustTest, AnUnrequestedCertificateInTheEntitysNameIsReportedO
   // sin's gateway watches sin's name only.
   ASSERT_TRUE((*consumer)->Refresh().ok());
   EXPECT_EQ((*consumer)->unrequested_certificates(), 0u);
+}
+
+// FetchSerial's contract when the directory cannot be asked: Unavailable (cannot tell), not
+// NotFound; within the backoff the failure is remembered (nobody is asked again); once the
+// service answers (after the backoff) an unknown serial is NotFound and a known one is held.
+TEST_F(CertificateTrustTest, ASerialThatCannotBeLookedUpIsUnavailableNotUnknown) {
+  Enrolled sin = crypto_->Enrol("sin", Role::kEntity);
+  CertificateTrustOptions o;
+  o.entity = "sin";
+  o.own_certificate = sin.cert.certificate;
+  o.fetch_backoff = absl::Milliseconds(300);
+  auto trust = Start(o);
+  ASSERT_TRUE(trust.ok()) << trust.status();
+  Enrolled aduana = crypto_->Enrol("aduana", Role::kEntity);
+  constexpr uint64_t kMadeUp = 9'000'000'003;
+
+  crypto_->StopService();
+  for (uint64_t serial : {kMadeUp, aduana.cert.serial}) {
+    auto down = (*trust)->FetchSerial(serial);
+    EXPECT_TRUE(absl::IsUnavailable(down.status())) << down.status();
+    EXPECT_NE(std::string(MessageOf(down.status())).find(std::to_string(serial)),
+              std::string::npos)
+        << down.status();
+  }
+  const uint64_t asked = (*trust)->directory_requests();
+  auto again = (*trust)->FetchSerial(kMadeUp);  // within the backoff: remembered
+  EXPECT_TRUE(absl::IsUnavailable(again.status())) << again.status();
+  EXPECT_EQ((*trust)->directory_requests(), asked);
+  auto entity = (*trust)->FetchEntity("aduana");
+  EXPECT_TRUE(absl::IsUnavailable(entity.status())) << entity.status();
+
+  crypto_->StartService();
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // past the backoff
+  auto unknown = (*trust)->FetchSerial(kMadeUp);
+  EXPECT_TRUE(absl::IsNotFound(unknown.status())) << unknown.status();
+  auto known = (*trust)->FetchSerial(aduana.cert.serial);
+  ASSERT_TRUE(known.ok()) << known.status();
+  EXPECT_NE((*known)->BySerial(aduana.cert.serial), nullptr);
 }
 
 }  // namespace

@@ -11,6 +11,9 @@
 #include "services/crypto/ceremony.h"
 
 namespace chasqui::testing {
+namespace {
+constexpr int64_t kDay = 86'400'000;
+}  // namespace
 
 Identity CopyIdentity(const Identity& id) {
   auto sign = SigningKey::FromSecret(AsView(id.sign.secret().data(), 64));
@@ -21,29 +24,45 @@ Identity CopyIdentity(const Identity& id) {
 
 CryptoFixture::CryptoFixture(const std::string& nats_url, const std::string& data_dir,
                              int64_t list_validity_ms)
-    : nats_url_(nats_url) {
-  constexpr int64_t kDay = 86'400'000;
-  Passphrase pass("a test passphrase");
-  auto init = InitRoot(data_dir, pass, KdfCost::kTestOnlyMinimum, 3650 * kDay, SystemClock());
+    : nats_url_(nats_url), data_dir_(data_dir), list_validity_ms_(list_validity_ms) {
+  auto init = InitRoot(data_dir, Passphrase(passphrase_), KdfCost::kTestOnlyMinimum,
+                       3650 * kDay, SystemClock());
   CHASQUI_CHECK(init.ok(), MessageOf(init.status()));
   roots_file_ = init->anchors_file;
   auto anchors = LoadTrustAnchors(roots_file_);
   CHASQUI_CHECK(anchors.ok(), MessageOf(anchors.status()));
   anchors_ = *anchors;
-  auto store = OpenAuthorityStore(data_dir);
+  OpenAuthority();
+
+  watch_bus_ = NewBus("directory-watch");
+  StartService();
+}
+
+void CryptoFixture::OpenAuthority() {
+  auto store = OpenAuthorityStore(data_dir_);
   CHASQUI_CHECK(store.ok(), MessageOf(store.status()));
   store_ = *std::move(store);
-  auto root = LoadCurrentRoot(data_dir, store_.get(), pass);
+  auto root = LoadCurrentRoot(data_dir_, store_.get(), Passphrase(passphrase_));
   CHASQUI_CHECK(root.ok(), MessageOf(root.status()));
   AuthorityOptions ao;
   ao.envs = {"test"};
-  ao.revocation_validity_ms = list_validity_ms;
-  ao.token_spool_dir = TokenSpoolDir(data_dir);
+  ao.revocation_validity_ms = list_validity_ms_;
+  ao.token_spool_dir = TokenSpoolDir(data_dir_);
   auto authority = CertificateAuthority::Open(ao, store_.get(), *std::move(root), SystemClock());
   CHASQUI_CHECK(authority.ok(), MessageOf(authority.status()));
   authority_ = *std::move(authority);
+}
 
-  auto watch = NewBus("directory-watch")->Subscribe(kDirectorySubject, [this](const BusMessage& m) {
+void CryptoFixture::StopService() {
+  service_.reset();
+  // The watch goes too: with no subscriber left, a directory request gets "no responders"
+  // at once, as it would with the service down.
+  directory_watch_.reset();
+}
+
+void CryptoFixture::StartService() {
+  CHASQUI_CHECK(service_ == nullptr, "the crypto service already runs");
+  auto watch = watch_bus_->Subscribe(kDirectorySubject, [this](const BusMessage& m) {
     v1::DirectoryRequest r;
     if (!r.ParseFromArray(m.data.data(), static_cast<int>(m.data.size()))) return;
     absl::MutexLock lock(&mu_);
@@ -57,6 +76,22 @@ CryptoFixture::CryptoFixture(const std::string& nats_url, const std::string& dat
                                       std::make_shared<prometheus::Registry>(), SystemClock());
   CHASQUI_CHECK(service.ok(), MessageOf(service.status()));
   service_ = *std::move(service);
+}
+
+void CryptoFixture::RotateRoot(int64_t overlap_ms) {
+  StopService();
+  authority_.reset();
+  store_.reset();  // the ceremony needs the store to itself
+  const std::string next = passphrase_ + " (rotated)";
+  auto rotated = chasqui::RotateRoot(data_dir_, Passphrase(passphrase_), Passphrase(next),
+                                     KdfCost::kTestOnlyMinimum, 3650 * kDay, overlap_ms,
+                                     SystemClock());
+  CHASQUI_CHECK(rotated.ok(), MessageOf(rotated.status()));
+  passphrase_ = next;
+  roots_file_ = rotated->anchors_file;
+  anchors_ = rotated->anchors;
+  OpenAuthority();
+  StartService();
 }
 
 CryptoFixture::~CryptoFixture() {
@@ -93,19 +128,31 @@ Enrolled CryptoFixture::Enrol(const std::string& entity, Role role, const std::s
   return Enrolled{std::move(id), *std::move(cert)};
 }
 
-absl::Status CryptoFixture::Revoke(uint64_t serial) {
+void CryptoFixture::EnrolOperator() {
   if (operator_ == nullptr) {
     operator_ = std::make_unique<Enrolled>(Enrol("agetic", Role::kOperator, "olga"));
   }
+}
+
+v1::ControlRequest CryptoFixture::RevokeRequest(uint64_t serial) {
+  EnrolOperator();
   v1::ControlBody body;
   body.mutable_revoke()->add_serials(serial);
   body.mutable_revoke()->set_reason(v1::REVOCATION_REASON_KEY_COMPROMISE);
+  return MakeControlRequest(body, "test", operator_->cert.serial, operator_->identity.sign,
+                            SystemClock().NowUnixMillis());
+}
+
+absl::Status CryptoFixture::Revoke(uint64_t serial) {
+  v1::ControlRequest request = RevokeRequest(serial);
   CHASQUI_ASSIGN_OR_RETURN(auto client,
                            CryptoClient::Create(NewBus("operator"), "_INBOX.test.agetic.op"));
-  return client
-      ->Revoke(MakeControlRequest(body, "test", operator_->cert.serial,
-                                  operator_->identity.sign, SystemClock().NowUnixMillis()))
-      .status();
+  return client->Revoke(request).status();
+}
+
+absl::Status CryptoFixture::RevokeUnpublished(uint64_t serial) {
+  v1::ControlRequest request = RevokeRequest(serial);
+  return authority_->Revoke(request.SerializeAsString()).status();
 }
 
 int CryptoFixture::DirectoryRequestsFor(uint64_t serial) const {

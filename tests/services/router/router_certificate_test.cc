@@ -6,8 +6,9 @@
 //
 // The revocation bound this documents: a revoked consumer is refused UNAUTHENTICATED
 // ("... was revoked at ...") by the router from the first request after the new list reaches
-// it on chq.evt.crypto.revoked (milliseconds); a router that missed the event catches up at
-// its next refresh (--trust-refresh-s, 30 s by default, sooner as the held list nears its
+// it on chq.evt.crypto.revoked (milliseconds); a router that missed the event catches up when
+// it starts, within a second of its bus reconnecting (router_rotation_test), else at its next
+// refresh (--trust-refresh-s, 30 s by default, sooner as the held list nears its
 // valid_until), and at the latest refuses everything UNAVAILABLE once its list is stale.
 
 #include <atomic>
@@ -287,6 +288,75 @@ TEST_F(RouterCertificateTest, AFloodOfUnknownSerialsCostsOneDirectoryRequestPerB
     EXPECT_NE(last_message.find("not a known key"), std::string::npos) << last_message;
   }
   EXPECT_EQ(provider_calls_.load(), 5);
+}
+
+// The crypto service is down: a serial the router does not hold cannot be looked up, so it
+// cannot be called unknown. The router answers UNAVAILABLE saying the directory could not be
+// asked (not UNAUTHENTICATED), while known keys keep being served; once the service is back
+// (and the backoff passed) the same serial is refused UNAUTHENTICATED as unknown.
+TEST_F(RouterCertificateTest, AnUnknownSerialWhileTheCryptoServiceIsDownIsUnavailable) {
+  ASSERT_NO_FATAL_FAILURE(Deploy(SystemClock(), absl::Milliseconds(200)));
+  constexpr uint64_t kMadeUp = 9'000'000'002;
+  Identity forged = GenerateIdentity("aduana", "test", Role::kEntity);
+  forged.pub.serial = kMadeUp;
+  std::vector<VerifiedCertificate> known = {segip_->cert, router_key_->cert};
+  auto stranger = Consumer::Create(crypto_->NewBus("stranger"), std::move(forged),
+                                   BuildTrustStore(known, "test"));
+  ASSERT_TRUE(stranger.ok()) << stranger.status();
+  ASSERT_TRUE(Call(sin_consumer_, "ci=before").status.ok());  // sin's gateway learns segip
+
+  crypto_->StopService();
+  CallResult down = (*stranger)->Call("segip", "persona_consulta", "x", Ana());
+  ASSERT_FALSE(down.status.ok());
+  EXPECT_EQ(ChasquiCode(down.status), v1::UNAVAILABLE) << down.status;
+  const std::string msg(MessageOf(down.status));
+  EXPECT_NE(msg.find(std::to_string(kMadeUp)), std::string::npos) << msg;
+  EXPECT_NE(msg.find("could not be asked"), std::string::npos) << msg;
+  ASSERT_TRUE(Call(sin_consumer_, "ci=during").status.ok()) << "known keys are still served";
+
+  crypto_->StartService();
+  CallResult up;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        up = (*stranger)->Call("segip", "persona_consulta", "x", Ana());
+        return ChasquiCode(up.status) != v1::UNAVAILABLE;
+      },
+      kBound))
+      << up.status;
+  EXPECT_EQ(ChasquiCode(up.status), v1::UNAUTHENTICATED) << up.status;
+  EXPECT_NE(std::string(MessageOf(up.status)).find("not a known key"), std::string::npos)
+      << up.status;
+  EXPECT_EQ(provider_calls_.load(), 2);
+}
+
+// The gateways likewise, with the crypto service down: segip's provider gateway, asked to
+// serve aduana (enrolled after segip's trust started, so segip does not hold its key),
+// answers UNAVAILABLE rather than UNAUTHENTICATED; and a consumer calling a provider whose key
+// it never fetched gets UNAVAILABLE rather than NOT_FOUND.
+TEST_F(RouterCertificateTest, GatewaysAnswerUnavailableForKeysTheyCannotLookUp) {
+  ASSERT_NO_FATAL_FAILURE(Deploy());
+  Enrolled aduana = crypto_->Enrol("aduana", Role::kEntity);
+  Consumer* aduana_consumer = MakeConsumer(aduana);
+  std::shared_ptr<CertificateTrust> aduana_trust = trusts_.back();
+  // While the service is up: aduana's gateway learns segip's key, the router learns aduana's.
+  ASSERT_TRUE(aduana_trust->FetchEntity("segip").ok());
+  ASSERT_TRUE(router_trust_->FetchSerial(aduana.cert.serial).ok());
+  ASSERT_TRUE(Call(sin_consumer_, "ci=0").status.ok());  // and sin's gateway segip's
+
+  crypto_->StopService();
+  CallResult r = aduana_consumer->Call("segip", "persona_consulta", "ci=a", Ana());
+  ASSERT_FALSE(r.status.ok());
+  EXPECT_EQ(ChasquiCode(r.status), v1::UNAVAILABLE) << r.status;
+  EXPECT_NE(std::string(MessageOf(r.status)).find(std::to_string(aduana.cert.serial)),
+            std::string::npos)
+      << r.status;
+  EXPECT_EQ(provider_calls_.load(), 1) << "segip's system never saw aduana's call";
+
+  CallResult known = Call(sin_consumer_, "ci=1");  // keys held on both sides: served
+  ASSERT_TRUE(known.status.ok()) << known.status;
+  CallResult unknown_provider = sin_consumer_->Call("sin_never_seen", "x", "b", Ana());
+  ASSERT_FALSE(unknown_provider.status.ok());
+  EXPECT_EQ(ChasquiCode(unknown_provider.status), v1::UNAVAILABLE) << unknown_provider.status;
 }
 
 // chasqui-router on --roots/--cert: one config line naming the trust mode, ready once the list
