@@ -1,7 +1,9 @@
 // `chasqui quota <verb>`: usage against limits (chq.ctl.quota.usage), a consumer's manager's
-// request for a higher quota (chq.ctl.quota.request, signed) and the provider's manager's
-// decision on it (chq.ctl.quota.decide, signed).
+// request for a higher quota (chq.ctl.quota.request, signed), the provider's manager's
+// decision on it (chq.ctl.quota.decide, signed), and an operator's direct change of a grant's
+// limits or a provider service's capacity (chq.ctl.quota.set_policy, signed).
 
+#include <algorithm>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -59,6 +61,26 @@ std::string Limits(const v1::QuotaPolicy& p) {
 
 std::string GrantName(const v1::GrantKey& g) {
   return fmt::format("{} -> {}/{} in {}", g.consumer(), g.provider(), g.service(), g.env());
+}
+
+std::string PrintJson(const google::protobuf::Message& m) {
+  std::string text;
+  google::protobuf::util::JsonPrintOptions o;
+  o.preserve_proto_field_names = true;
+  o.add_whitespace = true;
+  (void)google::protobuf::util::MessageToJsonString(m, &text, o);
+  return text;
+}
+
+// "used 13/1000": spent against the cap. Allowance leased to routers counts against the cap
+// from the moment it is leased, but is spent only as the routers admit requests; the routers
+// report what they hold unspent when they renew, so what is spent is known to within what
+// they may still hold (day_unspent_at_most).
+std::string Used(uint64_t consumed, uint64_t unspent_at_most, uint64_t cap) {
+  const uint64_t spent = consumed - std::min(consumed, unspent_at_most);
+  if (unspent_at_most == 0) return fmt::format("used {}/{}", spent, Cap(cap));
+  return fmt::format("used {}/{} and leased to routers, unspent, at most {} more", spent,
+                     Cap(cap), std::min(consumed, unspent_at_most));
 }
 
 std::string_view StateWord(v1::QuotaRequestState s) {
@@ -144,23 +166,18 @@ void AddQuotaCommands(CLI::App& app) {
       auto reply = Ask<v1::UsageReply>(*s, f->p, kQuotaUsageSubject, f->q.SerializeAsString());
       if (!reply.ok()) return Refused("usage", reply.status());
       if (f->json) {
-        std::string text;
-        google::protobuf::util::JsonPrintOptions o;
-        o.preserve_proto_field_names = true;
-        o.add_whitespace = true;
-        (void)google::protobuf::util::MessageToJsonString(*reply, &text, o);
-        std::cout << text << "\n";
+        std::cout << PrintJson(*reply) << "\n";
         return 0;
       }
       if (reply->grants().empty()) std::cout << "no grants with quotas or counts\n";
       for (const v1::GrantUsage& u : reply->grants()) {
         const v1::QuotaPolicy& p = u.policy();
         std::cout << fmt::format(
-            "{}: day {} {}/{}, month {} {}/{}, rate {}/s burst {}, outstanding at routers {}, "
-            "routers {}{}\n",
-            GrantName(p.grant()), u.day(), u.day_consumed(), Cap(p.per_day()), u.month(),
-            u.month_consumed(), Cap(p.per_month()), p.rate_per_second(), p.burst(),
-            u.outstanding(), u.holders(),
+            "{}: day {} {}; month {} {}; rate {}/s burst {}; routers {}{}\n",
+            GrantName(p.grant()), u.day(),
+            Used(u.day_consumed(), u.day_unspent_at_most(), p.per_day()), u.month(),
+            Used(u.month_consumed(), u.day_unspent_at_most(), p.per_month()),
+            p.rate_per_second(), p.burst(), u.holders(),
             p.changed_by().empty() ? std::string(" (no policy: no limits)")
                                    : fmt::format(" (limits by {})", p.changed_by()));
       }
@@ -171,6 +188,84 @@ void AddQuotaCommands(CLI::App& app) {
                                  c.changed_by());
       }
       std::cout << fmt::format("days and months in {}\n", reply->zone());
+      return 0;
+    });
+  }
+  {  // set_policy (an operator)
+    struct F {
+      PersonFlags p;
+      v1::GrantKey g;
+      LimitFlags l;
+      double capacity = -1;
+      uint32_t capacity_burst = 0;
+      bool json = false;
+    };
+    auto f = std::make_shared<F>();
+    f->g.set_env("test");
+    CLI::App* v = quota->add_subcommand(
+        "set_policy",
+        "operator: set a grant's limits (with --consumer) and/or a provider service's total "
+        "capacity (--capacity); takes effect on the routers without a restart");
+    AddPersonFlags(v, &f->p);
+    v->add_option("--env", *f->g.mutable_env(), "test or prod");
+    v->add_option("--consumer", *f->g.mutable_consumer(),
+                  "the grant's consumer: sets that grant's limits (every limit flag; one left "
+                  "out is no limit)");
+    v->add_option("--provider", *f->g.mutable_provider(), "the publishing entity")->required();
+    v->add_option("--service", *f->g.mutable_service(), "service name")->required();
+    AddLimitFlags(v, &f->l, /*required=*/false);
+    v->add_option("--capacity", f->capacity,
+                  "requests per second the service takes from all consumers together (0: none)");
+    v->add_option("--capacity-burst", f->capacity_burst, "bucket of that capacity (0: its rate)");
+    v->add_flag("--json", f->json, "the PolicyReply as JSON");
+    OnRun(v, [f] {
+      v1::QuotaControlBody b;
+      v1::SetPolicyAction& a = *b.mutable_set_policy();
+      if (!f->g.consumer().empty()) {
+        *a.mutable_policy()->mutable_grant() = f->g;
+        SetLimits(f->l, a.mutable_policy());
+      }
+      if (f->capacity >= 0) {
+        v1::ProviderCapacity& c = *a.mutable_capacity();
+        c.mutable_service()->set_env(f->g.env());
+        c.mutable_service()->set_provider(f->g.provider());
+        c.mutable_service()->set_service(f->g.service());
+        c.set_rate_per_second(f->capacity);
+        c.set_burst(f->capacity_burst);
+      }
+      if (!a.has_policy() && !a.has_capacity()) {
+        return LocalFault(absl::InvalidArgumentError(
+            "quota set_policy: give --consumer (a grant's limits) and/or --capacity (the "
+            "provider service's total)"));
+      }
+      auto s = Open(f->p);
+      if (!s.ok()) return LocalFault(s.status());
+      const PublicIdentity& who = s->person.identity.pub;
+      const v1::ControlRequest req = MakeControlRequest(std::move(b), who.env, who.serial,
+                                                        s->person.identity.sign,
+                                                        SystemClock().NowUnixMillis());
+      auto reply =
+          Ask<v1::PolicyReply>(*s, f->p, kQuotaSetPolicySubject, req.SerializeAsString());
+      if (!reply.ok()) return Refused("quota set_policy", reply.status());
+      if (f->json) {
+        std::cout << PrintJson(*reply) << "\n";
+        return 0;
+      }
+      if (reply->has_policy()) {
+        const v1::QuotaPolicy& p = reply->policy();
+        std::cout << fmt::format(
+            "quota policy set: {} now has {} (by {}; announced to the routers: takes effect "
+            "without a restart)\n",
+            GrantName(p.grant()), Limits(p), p.changed_by());
+      }
+      if (reply->has_capacity()) {
+        const v1::ProviderCapacity& c = reply->capacity();
+        std::cout << fmt::format(
+            "provider capacity set: {}/{} in {} takes {}/s burst {} from all consumers "
+            "together (by {})\n",
+            c.service().provider(), c.service().service(), c.service().env(),
+            c.rate_per_second(), c.burst(), c.changed_by());
+      }
       return 0;
     });
   }

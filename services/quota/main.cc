@@ -72,6 +72,10 @@ int main(int argc, char** argv) {
   serve->add_option("--zone", ledger_options.zone, "time zone of the day and month periods");
   serve->add_option("--share-ttl-ms", ledger_options.share_ttl_ms,
                     "lifetime of a router's rate share");
+  serve->add_option("--max-lease-fraction", ledger_options.max_lease_fraction,
+                    "the most of a grant's day or month cap one router holds at once (what a "
+                    "router killed strands until the period ends)")
+      ->check(CLI::Range(0.0001, 1.0));  // 1: per-lease slices only (the default for now)
   serve->add_option("--anchors", anchors_file,
                     "pinned roots (roots.json): verify signed set_policy/request/decide; "
                     "without it those verbs are refused");
@@ -81,6 +85,7 @@ int main(int argc, char** argv) {
   serve->add_option("--nats-user", bus_options.user, "nats-server user of the quota service");
   serve->add_option("--nats-password-file", nats_password_file,
                     "file holding that user's password (mode 0600)");
+  serve->add_option("--nats-ca", bus_options.ca_file, "nats-server's CA (PEM): connect over TLS");
   serve->add_option("--ops-host", ops_options.host, "address for /metrics, /healthz, /readyz");
   serve->add_option("--ops-port", ops_options.port, "port for /metrics etc. (0 = pick one)");
   serve->add_option("--tick-ms", tick_ms, "how often the usage gauges are refreshed");
@@ -193,7 +198,7 @@ int main(int argc, char** argv) {
   ops->reset();
   ledger->reset();
   store->reset();
-  nats_Close();
+  chasqui::CloseNatsLibrary();
   CHQ_LOG_INFO("quota stopped");
   return 0;
 }

@@ -230,6 +230,11 @@ absl::StatusOr<std::unique_ptr<QuotaLedger>> QuotaLedger::Open(const QuotaLedger
   if (options.share_ttl_ms <= 0 || !(options.slice_fraction > 0 && options.slice_fraction <= 1)) {
     return absl::InvalidArgumentError("quota ledger: need share_ttl_ms > 0, 0 < slice_fraction <= 1");
   }
+  if (!(options.max_lease_fraction > 0 && options.max_lease_fraction <= 1) ||
+      options.max_lease == 0) {
+    return absl::InvalidArgumentError(
+        "quota ledger: need 0 < max_lease_fraction <= 1 and max_lease > 0");
+  }
   std::unique_ptr<QuotaLedger> l(new QuotaLedger(options, store, clock, std::move(periods)));
   CHASQUI_RETURN_IF_ERROR(l->Load());
   return l;
@@ -325,6 +330,20 @@ uint32_t QuotaLedger::ProviderHolders(const std::string& service_key, const std:
   return static_cast<uint32_t>(routers.size());
 }
 
+uint64_t QuotaLedger::LeaseBound(const v1::QuotaPolicy& policy, uint64_t left,
+                                 uint32_t holders) const {
+  auto fraction_of = [&](uint64_t cap) {
+    return std::max<uint64_t>(
+        1, static_cast<uint64_t>(static_cast<double>(cap) * options_.max_lease_fraction));
+  };
+  uint64_t bound = options_.max_lease;
+  if (policy.per_day() > 0) bound = std::min(bound, fraction_of(policy.per_day()));
+  if (policy.per_month() > 0) bound = std::min(bound, fraction_of(policy.per_month()));
+  const double slice = std::ceil(static_cast<double>(left) * options_.slice_fraction /
+                                 static_cast<double>(std::max<uint32_t>(1, holders)));
+  return std::min(bound, std::max<uint64_t>(1, static_cast<uint64_t>(slice)));
+}
+
 absl::StatusOr<uint64_t> QuotaLedger::NextId(const std::string& meta_key, KvBatch* batch) {
   const uint64_t id = ++ids_[meta_key];
   batch->Put(meta_key, BigEndian64(id));
@@ -351,6 +370,7 @@ absl::StatusOr<v1::LeaseReply> QuotaLedger::Lease(const v1::LeaseRequest& reques
   if (holding.day() != period.day) {
     holding.set_day(period.day);
     holding.set_day_outstanding(0);
+    holding.set_day_unspent_at_most(0);
   }
   if (holding.month() != period.month) {
     holding.set_month(period.month);
@@ -396,13 +416,23 @@ absl::StatusOr<v1::LeaseReply> QuotaLedger::Lease(const v1::LeaseRequest& reques
                                     ? policy.per_month() - std::min(month_used, policy.per_month())
                                     : UINT64_MAX;
     const uint64_t left = std::min(day_left, month_left);
+    // What the router says it holds unspent of this day, never more than it was granted.
+    const uint64_t unspent = request.unspent_day() == period.day
+                                 ? std::min(request.unspent(), holding.day_outstanding())
+                                 : 0;
+    const uint64_t bound = LeaseBound(policy, left, holders);
+    // The bound on what one router holds applies with max_lease_fraction < 1 (off by default
+    // for now: see QuotaLedgerOptions); else the bound is per lease, as slices always were.
+    const uint64_t held = options_.max_lease_fraction < 1 ? unspent : 0;
     uint64_t allowance = 0;
-    if (left > 0 && request.wanted() > 0) {
-      const double slice =
-          std::ceil(static_cast<double>(left) * options_.slice_fraction / holders);
-      allowance = std::min({request.wanted(), left, options_.max_lease,
-                            std::max<uint64_t>(1, static_cast<uint64_t>(slice))});
+    if (left > 0 && request.wanted() > 0 && held < bound) {
+      allowance = std::min({request.wanted(), left, bound - held});
     }
+    l.set_max_held(bound);
+    // A router that does not report (no unspent_day) may hold all it was granted this day.
+    holding.set_day_unspent_at_most(request.unspent_day() == period.day
+                                        ? unspent + allowance
+                                        : holding.day_outstanding() + allowance);
     if (allowance > 0) {
       day_used += allowance;
       month_used += allowance;
@@ -472,6 +502,8 @@ absl::StatusOr<v1::ReturnReply> QuotaLedger::Return(const v1::LeaseReturn& reque
     CHASQUI_ASSIGN_OR_RETURN(uint64_t used, Counter(key));
     batch.Put(key, BigEndian64(used - std::min(used, credit_day)));
     holding.set_day_outstanding(holding.day_outstanding() - credit_day);
+    holding.set_day_unspent_at_most(holding.day_unspent_at_most() -
+                                    std::min(holding.day_unspent_at_most(), credit_day));
   }
   if (credit_month > 0) {
     const std::string key = MonthKey(grant, request.month());
@@ -484,6 +516,7 @@ absl::StatusOr<v1::ReturnReply> QuotaLedger::Return(const v1::LeaseReturn& reque
     holding.set_share_expires_at_ms(0);
     holding.set_day_outstanding(0);
     holding.set_month_outstanding(0);
+    holding.set_day_unspent_at_most(0);
   }
   batch.Put(HoldingKey(grant, request.router_id()), holding.SerializeAsString());
   CHASQUI_RETURN_IF_ERROR(store_->Write(batch, Durability::kSynced));
@@ -677,7 +710,10 @@ absl::StatusOr<v1::UsageReply> QuotaLedger::Usage(const v1::UsageRequest& reques
     u.set_month_consumed(m);
     if (auto h = holdings_.find(g); h != holdings_.end()) {
       for (const auto& [router, holding] : h->second) {
-        if (holding.day() == period.day) u.set_outstanding(u.outstanding() + holding.day_outstanding());
+        if (holding.day() == period.day) {
+          u.set_outstanding(u.outstanding() + holding.day_outstanding());
+          u.set_day_unspent_at_most(u.day_unspent_at_most() + holding.day_unspent_at_most());
+        }
         if (holding.share_expires_at_ms() > now) u.set_holders(u.holders() + 1);
       }
     }

@@ -5,13 +5,18 @@
 // QuotaService wires it to chq.ctl.quota.<verb>.
 //
 // Leases (the scheme routers rely on):
-//   - Allowance: a lease grants a slice of what is left under the grant's day and month caps,
-//     min(wanted, remaining, max(1, ceil(remaining * slice_fraction / holders))). It is added
-//     to the period's counters the moment it is granted (one synced write before the answer),
-//     so consumed + outstanding never exceeds a cap: a router that dies loses at most its
-//     unspent allowance, never admits beyond the cap. Slices shrink as the remainder shrinks,
-//     so little is stranded at routers near the cap. Unspent allowance returned (LeaseReturn)
-//     is credited back, never more than that router holds for that period.
+//   - Allowance: a router may hold at most a bound of a grant's allowance at once,
+//       bound = min(max_lease, max(1, cap * max_lease_fraction) for each period cap,
+//                   max(1, ceil(remaining * slice_fraction / holders)))
+//     (Lease.max_held), so it shrinks as the remainder shrinks and as more routers share the
+//     grant. A lease grants min(wanted, remaining, bound - unspent), where unspent is what
+//     the router reports it still holds (LeaseRequest.unspent): a router that dies strands at
+//     most one bound. Granted allowance is added to the period's counters the moment it is
+//     granted (one synced write before the answer), so consumed + outstanding never exceeds a
+//     cap: a router that dies loses at most its unspent allowance, never admits beyond the
+//     cap. Unspent allowance returned (LeaseReturn) is credited back, never more than that
+//     router holds for that period. The reports also tell usage what is spent and what is
+//     only leased (GrantUsage.day_unspent_at_most).
 //   - Rate: a grant's rate and burst are split equally among the routers holding a live rate
 //     share of it (k = holders, this one included): rate/k tokens per second, max(1, burst/k)
 //     bucket. A share lives `share_ttl_ms`; routers renew at half-life while they see traffic,
@@ -126,6 +131,11 @@ struct QuotaLedgerOptions {
   std::string zone = "America/La_Paz";
   int64_t share_ttl_ms = 4000;
   double slice_fraction = 0.5;
+  // Below 1: at most this fraction of a grant's day (and month) cap is held by one router at
+  // once, what a killed router can strand until the period ends (0.05 is the intended
+  // setting; 1, the default for now, keeps the per-lease slices: router_quota_kill_test
+  // still assumes a router does not renew between its sample and the kill).
+  double max_lease_fraction = 1.0;
   uint64_t max_lease = 1'000'000;
 };
 
@@ -191,6 +201,8 @@ class QuotaLedger {
       : options_(options), store_(store), clock_(clock), periods_(std::move(periods)) {}
   absl::Status Load();
   absl::StatusOr<uint64_t> Counter(const std::string& key) const;
+  // The most one router may hold unspent of a grant with `left` remaining (see the scheme).
+  uint64_t LeaseBound(const v1::QuotaPolicy& policy, uint64_t left, uint32_t holders) const;
   // Live rate-share holders of a grant / of a provider service at `now`, `router` counted.
   uint32_t GrantHolders(const std::string& grant_key, const std::string& router,
                         int64_t now_ms) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -166,6 +166,78 @@ TEST_F(LedgerTest, CountersAndPoliciesSurviveReopen) {
   EXPECT_EQ(ledger_->Policy(Grant())->per_day(), 100u);
 }
 
+TEST_F(LedgerTest, ALeaseIsBoundedByTheCapByWhatIsLeftAndByWhatTheRouterHolds) {
+  options_.max_lease_fraction = 0.05;
+  Open();
+  ASSERT_TRUE(ledger_->SetPolicy(Policy(Grant(), 0, 0, 1000, 0), "test").ok());
+  // 5 % of the day cap, however much is wanted: what a router killed can strand.
+  v1::LeaseReply first = Lease("r1", 500);
+  EXPECT_EQ(first.lease().allowance(), 50u);
+  EXPECT_EQ(first.lease().max_held(), 50u);
+  // A router that says it still holds 30 gets only what brings it back to the bound.
+  v1::LeaseRequest r;
+  r.set_router_id("r1");
+  *r.mutable_grant() = Grant();
+  r.set_wanted(500);
+  r.set_unspent(30);
+  r.set_unspent_day("2026-03-14");
+  EXPECT_EQ(ledger_->Lease(r)->lease().allowance(), 20u);
+  // Holding the bound, it gets nothing more, and that is no refusal.
+  r.set_unspent(50);
+  auto full = ledger_->Lease(r);
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_EQ(full->lease().allowance(), 0u);
+  EXPECT_FALSE(full->has_refusal());
+  // An unspent count for another day is not believed.
+  r.set_unspent(10);
+  r.set_unspent_day("2026-03-13");
+  EXPECT_EQ(ledger_->Lease(r)->lease().allowance(), 50u);
+  EXPECT_EQ(Usage().day_consumed(), 120u);
+
+  // Near the cap the bound shrinks with what is left, and with the routers sharing it.
+  options_.max_lease_fraction = 0.5;
+  Open();
+  const v1::GrantKey other = Grant("aduana");
+  ASSERT_TRUE(ledger_->SetPolicy(Policy(other, 0, 0, 100, 0), "test").ok());
+  EXPECT_EQ(Lease("r1", 1000, other).lease().allowance(), 50u);  // min(50 % of 100, 100 / 2)
+  v1::Lease second = Lease("r2", 1000, other).lease();           // 50 left, two routers
+  EXPECT_EQ(second.holders(), 2u);
+  EXPECT_EQ(second.allowance(), 13u);  // ceil(50 / (2 * 2))
+  EXPECT_EQ(second.max_held(), 13u);
+  EXPECT_EQ(Lease("r3", 1000, other).lease().allowance(), 7u);  // ceil(37 / (2 * 3))
+}
+
+TEST_F(LedgerTest, UsageTellsWhatIsSpentFromWhatIsOnlyLeased) {
+  ASSERT_TRUE(ledger_->SetPolicy(Policy(Grant(), 0, 0, 1000, 0), "test").ok());
+  ASSERT_EQ(Lease("r1", 20).lease().allowance(), 20u);
+  EXPECT_EQ(Usage().day_consumed(), 20u);
+  EXPECT_EQ(Usage().day_unspent_at_most(), 20u);  // nothing known spent yet
+  // The router renews its share and says it holds 7: 13 are spent.
+  v1::LeaseRequest report;
+  report.set_router_id("r1");
+  *report.mutable_grant() = Grant();
+  report.set_unspent(7);
+  report.set_unspent_day("2026-03-14");
+  ASSERT_TRUE(ledger_->Lease(report).ok());
+  EXPECT_EQ(Usage().day_consumed(), 20u);
+  EXPECT_EQ(Usage().day_unspent_at_most(), 7u);
+  // It returns 7 on drain: exactly 13 were used, nothing is leased.
+  v1::LeaseReturn back;
+  back.set_router_id("r1");
+  *back.mutable_grant() = Grant();
+  back.set_day("2026-03-14");
+  back.set_month("2026-03");
+  back.set_unspent(7);
+  back.set_release_share(true);
+  ASSERT_EQ(ledger_->Return(back)->credited(), 7u);
+  EXPECT_EQ(Usage().day_consumed(), 13u);
+  EXPECT_EQ(Usage().day_unspent_at_most(), 0u);
+  // Survives a restart.
+  ASSERT_EQ(Lease("r2", 10).lease().allowance(), 10u);
+  Open();
+  EXPECT_EQ(Usage().day_unspent_at_most(), 10u);
+}
+
 TEST(QuotaPeriodsTest, UnknownZoneIsRefusedNamingIt) {
   auto p = QuotaPeriods::Load("America/Atlantis");
   ASSERT_TRUE(absl::IsInvalidArgument(p.status()));
