@@ -5,6 +5,7 @@
 #include "common/core/status.h"
 #include "common/trust/requests.h"
 #include "fmt/format.h"
+#include "services/audit/audit_schema.h"
 
 namespace chasqui::audit {
 namespace {
@@ -64,6 +65,36 @@ absl::Status Narrow(const AuditReader& reader, std::string* consumer, std::strin
       reader.serial, e, e, *consumer, *provider));
 }
 
+absl::Status AuditAccess::RememberNonce(const std::string& key, int64_t until_ms, int64_t now_ms,
+                                        std::string_view verb) {
+  if (options_.nonce_store == nullptr) return nonces_.Remember(key, until_ms, now_ms, verb);
+  KvStore& store = *options_.nonce_store;
+  const std::string stored_key = kNoncePrefix + key;
+  absl::MutexLock lock(&nonce_mu_);
+  auto seen = store.Get(stored_key);
+  if (seen.ok() && seen->size() == 8 &&
+      static_cast<int64_t>(FromBigEndian64(*seen)) > now_ms) {
+    return absl::AlreadyExistsError(fmt::format("{}: replayed (same signer and nonce)", verb));
+  }
+  if (!seen.ok() && !absl::IsNotFound(seen.status())) return seen.status();
+  KvBatch batch;
+  batch.Put(stored_key, BigEndian64(static_cast<uint64_t>(until_ms)));
+  if (now_ms >= next_sweep_ms_) {
+    // Forget what expired, at most once per window.
+    next_sweep_ms_ = now_ms + options_.control_window_ms;
+    CHASQUI_RETURN_IF_ERROR(store.Scan(kNoncePrefix, kNonceEnd,
+                                       [&](std::string_view k, std::string_view v) {
+                                         if (v.size() != 8 ||
+                                             static_cast<int64_t>(FromBigEndian64(v)) <= now_ms) {
+                                           batch.Delete(k);
+                                         }
+                                         return true;
+                                       }));
+  }
+  // Synced before the read is answered: a restart remembers it.
+  return store.Write(batch, Durability::kSynced);
+}
+
 absl::StatusOr<AuditAccess::Checked> AuditAccess::Check(std::string_view verb,
                                                         std::string_view request) {
   Checked c;
@@ -78,8 +109,8 @@ absl::StatusOr<AuditAccess::Checked> AuditAccess::Check(std::string_view verb,
   CHASQUI_ASSIGN_OR_RETURN(std::shared_ptr<const VerifiedCertificate> signer,
                            VerifyControlSigner(req, ControlFieldsOf(b), *signers_, now,
                                                options_.control_window_ms, verb));
-  CHASQUI_RETURN_IF_ERROR(nonces_.Remember(NonceKey(signer->serial, b.nonce()),
-                                           now + 2 * options_.control_window_ms, now, verb));
+  CHASQUI_RETURN_IF_ERROR(RememberNonce(NonceKey(signer->serial, b.nonce()),
+                                        now + 2 * options_.control_window_ms, now, verb));
   if (ActionVerb(b) != verb) {
     return absl::InvalidArgumentError(
         fmt::format("{}: the request's action is {}, not {}", verb, ActionVerb(b), verb));

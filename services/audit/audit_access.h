@@ -23,6 +23,7 @@
 #include "chasqui/v1/crypto.pb.h"
 #include "common/core/clock.h"
 #include "common/crypto/sodium.h"
+#include "common/store/kv_store.h"
 #include "common/trust/certificate.h"
 #include "common/trust/control_check.h"
 #include "common/trust/directory.h"
@@ -31,6 +32,10 @@ namespace chasqui::audit {
 
 struct AuditAccessOptions {
   int64_t control_window_ms = 30'000;  // sent_at within ±window; nonces kept twice as long
+  // Where the seen (signer, nonce) pairs are kept with their expiry (n/ keys, synced before
+  // the read is answered), so a signed read cannot be replayed after a restart either. Null:
+  // in memory only.
+  KvStore* nonce_store = nullptr;
 };
 
 // Requesters' side: a query or report request signed with `key`, the key of certificate
@@ -74,10 +79,16 @@ class AuditAccess {
   absl::StatusOr<Checked> Check(std::string_view verb, std::string_view request);
 
  private:
+  // AlreadyExists if `key` was seen and has not expired; else remembers it until `until_ms`.
+  absl::Status RememberNonce(const std::string& key, int64_t until_ms, int64_t now_ms,
+                             std::string_view verb);
+
   const AuditAccessOptions options_;
   const CertificateLookup* const signers_;
   const Clock& clock_;
   SeenNonces nonces_;
+  absl::Mutex nonce_mu_;  // one check-and-write at a time in the store
+  int64_t next_sweep_ms_ ABSL_GUARDED_BY(nonce_mu_) = 0;
 };
 
 }  // namespace chasqui::audit

@@ -163,6 +163,19 @@ void AuditChain::AppendRefusalCount(v1::RefusalCount count, AppendCallback done)
   Enqueue(std::move(entry), std::move(done));
 }
 
+void AuditChain::AppendCertificate(v1::TransparencyLogEntry log_entry, AppendCallback done) {
+  v1::ChainEntry entry;
+  v1::CertificateIssued* c = entry.mutable_certificate();
+  c->set_env(options_.env);
+  *c->mutable_entry() = std::move(log_entry);
+  if (auto body = ValidateCertificateIssued(*c); !body.ok()) {
+    if (metrics_ != nullptr) metrics_->CountAppended("rejected");
+    done(body.status());
+    return;
+  }
+  Enqueue(std::move(entry), std::move(done));
+}
+
 void AuditChain::Enqueue(v1::ChainEntry entry, AppendCallback done) {
   absl::Status refused;
   {
@@ -262,16 +275,27 @@ bool AuditChain::MaybeCheckpoint(KvBatch& batch, bool force, v1::Checkpoint* out
   const int64_t now = clock_.NowUnixMillis();
   const bool due = force || head_seq - checkpoint_seq_ >= options_.checkpoint_every_records ||
                    now - checkpoint_ms_ >= options_.checkpoint_every_ms;
-  if (!due) return false;
+  if (!due || (!force && now < sign_retry_at_ms_)) return false;
   v1::Checkpoint cp;
   cp.set_seq(head_seq);
   cp.set_head_hash(head_hash_);
   cp.set_created_at_ms(now);
   cp.set_env(options_.env);
   if (absl::Status s = signer_->Sign(cp); !s.ok()) {
-    // The records stay durable; the next round tries again.
-    CHQ_LOG_WARN("audit checkpoint at seq {}: not signed: {}", head_seq, MessageOf(s));
+    // The records stay durable; a later round tries again.
+    sign_retry_at_ms_ = clock_.NowUnixMillis() + options_.checkpoint_retry_ms;
+    // One line per outage, not one per retry.
+    if (!sign_failing_) {
+      CHQ_LOG_WARN("audit checkpoint at seq {}: not signed ({}); records are still "
+                   "acknowledged, retrying every {} ms",
+                   head_seq, MessageOf(s), options_.checkpoint_retry_ms);
+    }
+    sign_failing_ = true;
     return false;
+  }
+  if (sign_failing_) {
+    CHQ_LOG_INFO("audit checkpoint at seq {}: signed again", head_seq);
+    sign_failing_ = false;
   }
   batch.Put(CheckpointKey(head_seq), cp.SerializeAsString());
   *out = std::move(cp);
@@ -294,6 +318,8 @@ bool AuditChain::CommitGroup(std::vector<Pending>& group) {
   absl::Status store_error;
   // The per-day aggregates this group touches, read once from the store, written with it.
   absl::flat_hash_map<std::string, v1::DayAggregate> aggregates;
+  // Refusals before authentication per (day, consumer, reason), likewise.
+  absl::flat_hash_map<std::string, uint64_t> refusal_days;
   std::vector<const v1::AuditRecord*> recorded;
 
   for (size_t i = 0; i < group.size(); ++i) {
@@ -345,6 +371,26 @@ bool AuditChain::CommitGroup(std::vector<Pending>& group) {
       }
       AddToAggregate(r, it->second);
       recorded.push_back(&r);
+    } else if (entry.has_refusal_count()) {
+      const v1::RefusalCount& c = entry.refusal_count();
+      const std::string key =
+          RefusalDayKey(DayOf(c.interval_start_ms(), zone_), c.consumer(), c.reason());
+      auto [it, fresh] = refusal_days.try_emplace(key, 0);
+      if (fresh) {
+        auto stored_count = store_->Get(key);
+        if (stored_count.ok()) {
+          if (stored_count->size() != 8) {
+            store_error = absl::DataLossError(fmt::format(
+                "audit store {}: refusal count {} does not parse", store_->path(), Printable(key)));
+            break;
+          }
+          it->second = FromBigEndian64(*stored_count);
+        } else if (!absl::IsNotFound(stored_count.status())) {
+          store_error = stored_count.status();
+          break;
+        }
+      }
+      it->second += c.count();
     }
     in_group.emplace(unique, seq);
     outcomes[i].result = seq;
@@ -355,6 +401,7 @@ bool AuditChain::CommitGroup(std::vector<Pending>& group) {
   uint64_t written = seq - first_seq;
   if (store_error.ok() && written > 0) {
     for (const auto& [key, aggregate] : aggregates) batch.Put(key, aggregate.SerializeAsString());
+    for (const auto& [key, count] : refusal_days) batch.Put(key, BigEndian64(count));
     batch.Put(kHeadKey, SeqAndHash(seq - 1, hash));
     const uint64_t saved_next = next_seq_;
     const std::string saved_hash = head_hash_;

@@ -47,6 +47,10 @@ struct AuditChainOptions {
   std::string env = "test";
   uint64_t checkpoint_every_records = 10'000;
   int64_t checkpoint_every_ms = 60'000;
+  // After the signer failed (the crypto service down), the next attempt waits this long, so a
+  // signer that times out holds up at most one group commit per interval; records keep being
+  // acknowledged meanwhile and the next checkpoint covers them.
+  int64_t checkpoint_retry_ms = 1'000;
   // Most entries in one group commit (one synced batch).
   size_t max_group_entries = 4096;
   // Most entries waiting for the writer; beyond it Append answers Unavailable at once.
@@ -79,6 +83,9 @@ class AuditChain {
   // thread when refused at once).
   void Append(v1::AuditRecord record, AppendCallback done);
   void AppendRefusalCount(v1::RefusalCount count, AppendCallback done);
+  // A certificate the crypto service issued (its transparency log entry); unique per log
+  // sequence. InvalidArgument for an entry that does not hold or is for another env.
+  void AppendCertificate(v1::TransparencyLogEntry entry, AppendCallback done);
 
   // Writes what is queued, then a final checkpoint if records came since the last one, and
   // joins the writer. Later appends get Unavailable. Idempotent.
@@ -95,6 +102,7 @@ class AuditChain {
     uint64_t groups = 0;
   };
   Stats stats() const;
+  const std::string& env() const { return options_.env; }
 
  private:
   struct Pending {
@@ -130,6 +138,8 @@ class AuditChain {
   std::string head_hash_;
   uint64_t checkpoint_seq_ = 0;
   int64_t checkpoint_ms_ = 0;
+  int64_t sign_retry_at_ms_ = 0;
+  bool sign_failing_ = false;
 
   std::mutex join_mu_;  // one joiner at a time
   std::thread writer_;

@@ -12,6 +12,24 @@ namespace chasqui::audit {
 namespace {
 
 bool Matches(const v1::ChainEntry& entry, const v1::QueryRequest& q) {
+  switch (q.kind()) {
+    case v1::ENTRY_KIND_RECORD:
+      if (!entry.has_record()) return false;
+      break;
+    case v1::ENTRY_KIND_REFUSAL_COUNT:
+      if (!entry.has_refusal_count()) return false;
+      break;
+    case v1::ENTRY_KIND_CERTIFICATE:
+      if (!entry.has_certificate()) return false;
+      break;
+    default:
+      break;
+  }
+  if (entry.has_certificate()) {
+    // A certificate issued belongs to no exchange: only unfiltered (operator) queries see it.
+    return q.consumer().empty() && q.provider().empty() && q.service().empty() &&
+           q.end_user().empty() && !q.has_outcome();
+  }
   if (entry.has_refusal_count()) {
     const v1::RefusalCount& c = entry.refusal_count();
     if (!q.provider().empty() || !q.service().empty() || !q.end_user().empty()) return false;
@@ -53,6 +71,8 @@ absl::StatusOr<v1::QueryResponse> RunQuery(KvStore& store, const v1::QueryReques
     prefix = IndexPrefix(IndexField::kConsumer, {q.consumer()});
   } else if (!q.provider().empty()) {
     prefix = IndexPrefix(IndexField::kProvider, {q.provider()});
+  } else if (q.kind() == v1::ENTRY_KIND_CERTIFICATE) {
+    prefix = IndexPrefix(IndexField::kKind, {"certificate"});
   } else if (q.has_outcome()) {
     prefix = IndexPrefix(IndexField::kOutcome, {BigEndian64(static_cast<uint64_t>(q.outcome()))});
   } else {

@@ -159,6 +159,28 @@ absl::StatusOr<v1::ReportResponse> RunReport(KvStore& store, const v1::ReportReq
                                static_cast<double>(acc.all.latency_count()));
     }
   }
+  // Refusals before authentication name no provider: shown only without a provider filter.
+  if (q.provider().empty()) {
+    const std::string start = kRefusalDayPrefix + FormatDay(from);
+    const std::string end = kRefusalDayPrefix + FormatDay(to + 1);
+    CHASQUI_RETURN_IF_ERROR(
+        store.Scan(start, end, [&](std::string_view key, std::string_view value) {
+          auto parts = ParseRefusalDayKey(key);
+          if (!parts.ok() || value.size() != 8) {
+            bad = absl::DataLossError(
+                fmt::format("report: refusal count {} does not parse", Printable(key)));
+            return false;
+          }
+          if (!q.consumer().empty() && parts->consumer != q.consumer()) return true;
+          v1::RefusalRow* row = response.add_refusals();
+          row->set_day(parts->day);
+          row->set_consumer(parts->consumer);
+          row->set_reason(parts->reason);
+          row->set_count(FromBigEndian64(value));
+          return true;
+        }));
+    CHASQUI_RETURN_IF_ERROR(bad);
+  }
   return response;
 }
 

@@ -4,7 +4,9 @@
 // DayAggregate per (day, consumer, provider, service, outcome) in the same synced batch as the
 // records it counts (audit_schema.h), so a report reads a few keys per day instead of scanning
 // records, survives kill -9 exactly like the records, and never counts a redelivered record.
-// Refusal counts (before authentication) are not in reports: they have no provider or service.
+// Refusals before authentication (RefusalCount) are kept per (day, consumer label, reason) in
+// the same batch and reported in their own section (ReportResponse.refusals), only when no
+// provider filter is given (they name no provider).
 
 #include <array>
 #include <cstdint>

@@ -7,6 +7,7 @@
 #include "common/core/status.h"
 #include "common/envelope/envelope.h"
 #include "common/store/kv_store.h"
+#include "common/trust/transparency.h"
 #include "fmt/format.h"
 
 namespace chasqui::audit {
@@ -102,6 +103,11 @@ std::string UniqueKey(const v1::ChainEntry& entry) {
     key.append(BigEndian64(static_cast<uint64_t>(c.interval_start_ms())));
     return key;
   }
+  if (entry.has_certificate()) {
+    key.push_back('k');
+    key.append(BigEndian64(entry.certificate().entry().sequence()));
+    return key;
+  }
   const v1::AuditRecord& r = entry.record();
   key.push_back('x');
   key.append(BigEndian64(r.sender_cert()));
@@ -130,6 +136,7 @@ std::string IndexPrefix(IndexField field, const std::vector<std::string_view>& v
 }
 
 int64_t EntryTimeMs(const v1::ChainEntry& entry) {
+  if (entry.has_certificate()) return entry.certificate().entry().logged_at_ms();
   return entry.has_refusal_count() ? entry.refusal_count().interval_start_ms()
                                    : entry.record().received_at_ms();
 }
@@ -145,6 +152,10 @@ std::vector<std::string> IndexKeys(const v1::ChainEntry& entry, uint64_t seq) {
     const std::string code = BigEndian64(static_cast<uint64_t>(c.reason()));
     keys.push_back(IndexPrefix(IndexField::kConsumer, {c.consumer()}) + suffix);
     keys.push_back(IndexPrefix(IndexField::kOutcome, {code}) + suffix);
+    return keys;
+  }
+  if (entry.has_certificate()) {
+    keys.push_back(IndexPrefix(IndexField::kKind, {"certificate"}) + suffix);
     return keys;
   }
   const v1::AuditRecord& r = entry.record();
@@ -198,6 +209,40 @@ absl::StatusOr<AggregateKeyParts> ParseAggregateKey(std::string_view key) {
   return parts;
 }
 
+std::string RefusalDayKey(std::string_view day, std::string_view consumer, v1::Code reason) {
+  std::string key = kRefusalDayPrefix + std::string(day);
+  AppendLengthPrefixed(key, consumer);
+  const uint32_t code = static_cast<uint32_t>(reason);
+  for (int shift = 24; shift >= 0; shift -= 8) key.push_back(static_cast<char>((code >> shift) & 0xff));
+  return key;
+}
+
+absl::StatusOr<RefusalDayParts> ParseRefusalDayKey(std::string_view key) {
+  constexpr size_t kDayChars = 10;
+  const size_t prefix = sizeof(kRefusalDayPrefix) - 1;
+  auto bad = [&] {
+    return absl::InvalidArgumentError(fmt::format("not a refusal day key: {}", Printable(key)));
+  };
+  if (key.size() < prefix + kDayChars + 2 + 4 || key.substr(0, prefix) != kRefusalDayPrefix) {
+    return bad();
+  }
+  RefusalDayParts parts;
+  parts.day = std::string(key.substr(prefix, kDayChars));
+  std::string_view rest = key.substr(prefix + kDayChars);
+  const size_t n = (static_cast<uint8_t>(rest[0]) << 8) | static_cast<uint8_t>(rest[1]);
+  if (rest.size() != 2 + n + 4) return bad();
+  parts.consumer = std::string(rest.substr(2, n));
+  uint32_t code = 0;
+  for (char ch : rest.substr(2 + n)) code = (code << 8) | static_cast<uint8_t>(ch);
+  if (!v1::Code_IsValid(static_cast<int>(code))) return bad();
+  parts.reason = static_cast<v1::Code>(code);
+  return parts;
+}
+
+Hash32 CheckpointDigest(std::string_view env, const v1::Checkpoint& checkpoint) {
+  return Blake2b256(CheckpointSignedBytes(env, checkpoint));
+}
+
 std::string CheckpointTag(std::string_view env) {
   return fmt::format("chasqui/v1/checkpoint/{}", env);
 }
@@ -234,6 +279,32 @@ absl::Status ValidateRecord(const v1::AuditRecord& r) {
   CHASQUI_RETURN_IF_ERROR(CheckSignedHeader("request", r.request()));
   CHASQUI_RETURN_IF_ERROR(CheckSignedHeader("reply", r.reply()));
   return absl::OkStatus();
+}
+
+absl::StatusOr<v1::CertificateBody> ValidateCertificateIssued(const v1::CertificateIssued& c) {
+  const v1::TransparencyLogEntry& e = c.entry();
+  if (e.sequence() == 0) return absl::InvalidArgumentError("certificate: log sequence missing");
+  if (e.prev_hash().size() != kHashBytes || e.entry_hash().size() != kHashBytes) {
+    return absl::InvalidArgumentError("certificate: prev_hash and entry_hash must be 32 bytes");
+  }
+  const Hash32 h =
+      TransparencyEntryHash(e.sequence(), e.prev_hash(), e.logged_at_ms(), e.certificate());
+  if (AsView(h) != e.entry_hash()) {
+    return absl::InvalidArgumentError(fmt::format(
+        "certificate: log entry {} does not match its entry_hash", e.sequence()));
+  }
+  v1::Certificate cert;
+  v1::CertificateBody body;
+  if (!cert.ParseFromString(e.certificate()) || !body.ParseFromString(cert.body())) {
+    return absl::InvalidArgumentError(
+        fmt::format("certificate: log entry {} holds no certificate", e.sequence()));
+  }
+  if (body.env() != c.env()) {
+    return absl::InvalidArgumentError(fmt::format(
+        "certificate: log entry {} is for env {}, not {}", e.sequence(), Printable(body.env()),
+        Printable(c.env())));
+  }
+  return body;
 }
 
 absl::Status ValidateRefusalCount(const v1::RefusalCount& c) {

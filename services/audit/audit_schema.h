@@ -9,6 +9,8 @@
 //   m/head                          -> seq BE64 || link hash: the head as of the last write
 //   m/pruned                        -> PruneMarker: records before its first_seq were pruned
 //   a/<day><len-prefixed consumer, provider, service><outcome BE32> -> DayAggregate
+//   f/<day><len-prefixed consumer><reason BE32> -> count BE64: refusals before authentication
+//   n/<signer BE64><nonce>          -> expiry BE64: signed reads seen (replay memory)
 //
 // Everything for one group commit goes into one synced KvBatch, so the indexes, the head and
 // the records never disagree after a crash.
@@ -34,6 +36,10 @@ inline constexpr char kHeadKey[] = "m/head";
 inline constexpr char kPruneKey[] = "m/pruned";
 inline constexpr char kAggregatePrefix[] = "a/";
 inline constexpr char kAggregateEnd[] = "a0";
+inline constexpr char kRefusalDayPrefix[] = "f/";
+inline constexpr char kRefusalDayEnd[] = "f0";
+inline constexpr char kNoncePrefix[] = "n/";
+inline constexpr char kNonceEnd[] = "n0";
 
 inline constexpr size_t kLinkHashBytes = 32;
 
@@ -67,6 +73,7 @@ enum class IndexField : char {
   kService = 's',       // provider, service
   kEndUser = 'e',       // consumer, end user
   kOutcome = 'o',       // outcome (refusal counts: the reason)
+  kKind = 'k',          // "certificate": certificates issued (records and counts have others)
 };
 // The prefix of one index value: i/<field><values…>; time and seq follow it.
 std::string IndexPrefix(IndexField field, const std::vector<std::string_view>& values);
@@ -89,13 +96,28 @@ struct AggregateKeyParts {
 // InvalidArgument if `key` is not an aggregate key.
 absl::StatusOr<AggregateKeyParts> ParseAggregateKey(std::string_view key);
 
+// The per-day refusal count key of a RefusalCount (day of interval_start_ms).
+std::string RefusalDayKey(std::string_view day, std::string_view consumer, v1::Code reason);
+struct RefusalDayParts {
+  std::string day;
+  std::string consumer;
+  v1::Code reason = v1::OK;
+};
+absl::StatusOr<RefusalDayParts> ParseRefusalDayKey(std::string_view key);
+
 // Domain tag and signed bytes of a checkpoint (DESIGN.md: the verifier builds the tag from its
 // own environment).
 std::string CheckpointTag(std::string_view env);
 std::string CheckpointSignedBytes(std::string_view env, const v1::Checkpoint& checkpoint);
+// What the crypto service signs for a checkpoint: BLAKE2b-256 of CheckpointSignedBytes.
+Hash32 CheckpointDigest(std::string_view env, const v1::Checkpoint& checkpoint);
 
 // Shape checks on what a router sends; InvalidArgument naming the field.
 absl::Status ValidateRecord(const v1::AuditRecord& record);
 absl::Status ValidateRefusalCount(const v1::RefusalCount& count);
+// A certificate issued: the log entry's hash holds and its certificate is for `env`; returns
+// the certificate's body (not its root signature: the chain records what the crypto service
+// logged, and the transparency log's own chain vouches for it).
+absl::StatusOr<v1::CertificateBody> ValidateCertificateIssued(const v1::CertificateIssued& c);
 
 }  // namespace chasqui::audit

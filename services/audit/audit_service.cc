@@ -71,9 +71,14 @@ absl::StatusOr<std::unique_ptr<AuditService>> AuditService::Start(
       service->report_sub_,
       bus->QueueSubscribe(kReportSubject, kQueueGroup,
                           [s](const BusMessage& m) { s->HandleReport(m); }));
+  const std::string certificates = CertificatesSubject(chain->env());
+  CHASQUI_ASSIGN_OR_RETURN(
+      service->certificates_sub_,
+      bus->QueueSubscribe(certificates, kQueueGroup,
+                          [s](const BusMessage& m) { s->HandleCertificates(m); }));
   CHASQUI_RETURN_IF_ERROR(bus->Flush(absl::Seconds(5)));
-  CHQ_LOG_INFO("audit serving {}, {} and {} (queue {}); reads {}", kAppendSubject, kQuerySubject,
-               kReportSubject, kQueueGroup,
+  CHQ_LOG_INFO("audit serving {}, {}, {} and {} (queue {}); reads {}", kAppendSubject,
+               certificates, kQuerySubject, kReportSubject, kQueueGroup,
                service->options_.access == nullptr ? "refused (no --anchors)"
                                                    : "signed and narrowed by certificate");
   return service;
@@ -81,6 +86,7 @@ absl::StatusOr<std::unique_ptr<AuditService>> AuditService::Start(
 
 AuditService::~AuditService() {
   append_sub_.reset();
+  certificates_sub_.reset();
   query_sub_.reset();
   report_sub_.reset();
 }
@@ -93,7 +99,7 @@ absl::Status AuditService::Ready() const {
 
 absl::Status AuditService::Drain(absl::Duration timeout) {
   absl::Status first;
-  for (auto* sub : {&append_sub_, &query_sub_, &report_sub_}) {
+  for (auto* sub : {&append_sub_, &certificates_sub_, &query_sub_, &report_sub_}) {
     if (*sub == nullptr) continue;
     absl::Status s = (*sub)->Drain(timeout);
     if (first.ok()) first = s;
@@ -165,6 +171,58 @@ void AuditService::HandleAppend(const BusMessage& msg) {
     chain_->AppendRefusalCount(
         std::move(*batch->mutable_refusal_counts(i)),
         [answer, i](absl::StatusOr<uint64_t> r) { answer(true, i, std::move(r)); });
+  }
+}
+
+void AuditService::HandleCertificates(const BusMessage& msg) {
+  if (msg.reply.empty()) {
+    if (metrics_ != nullptr) metrics_->CountMalformed("no_reply_subject");
+    CHQ_LOG_WARN("audit certificates without a reply subject ({} bytes): not appended",
+                 msg.data.size());
+    return;
+  }
+  auto batch = std::make_shared<v1::AppendBatch>();
+  if (!batch->ParseFromArray(msg.data.data(), static_cast<int>(msg.data.size()))) {
+    ReplyError(msg.reply, "parse",
+               fmt::format("AppendBatch: {} bytes that do not parse", msg.data.size()));
+    return;
+  }
+  if (batch->records_size() > 0 || batch->refusal_counts_size() > 0) {
+    ReplyError(msg.reply, "wrong_subject",
+               "AppendBatch: records and refusal counts go to chq.ctl.audit.append");
+    return;
+  }
+  const int n = batch->certificates_size();
+  if (n == 0 || n > kMaxBatchEntries) {
+    ReplyError(msg.reply, n == 0 ? "empty" : "too_large",
+               fmt::format("AppendBatch: {} certificates, 1 to {} allowed", n, kMaxBatchEntries));
+    return;
+  }
+  auto pending = std::make_shared<PendingAck>();
+  pending->reply = std::string(msg.reply);
+  pending->remaining = n;
+  for (int i = 0; i < n; ++i) pending->ack.add_certificates();
+  Bus* bus = bus_;
+  for (int i = 0; i < n; ++i) {
+    const uint64_t sequence = batch->certificates(i).sequence();
+    chain_->AppendCertificate(
+        std::move(*batch->mutable_certificates(i)),
+        [bus, pending, i, sequence](absl::StatusOr<uint64_t> r) {
+          if (r.ok()) {
+            CHQ_LOG_INFO("certificate issued recorded: transparency log entry {} at seq {}",
+                         sequence, *r);
+          }
+          std::string wire;
+          {
+            std::lock_guard<std::mutex> lock(pending->mu);
+            Fill(pending->ack.mutable_certificates(i), r);
+            if (--pending->remaining > 0) return;
+            wire = pending->ack.SerializeAsString();
+          }
+          if (absl::Status s = bus->Publish(pending->reply, wire); !s.ok()) {
+            CHQ_LOG_WARN("audit certificates ack not sent: {}", MessageOf(s));
+          }
+        });
   }
 }
 

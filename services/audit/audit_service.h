@@ -2,6 +2,11 @@
 // The audit service on NATS (DESIGN.md, "The parts"):
 //   chq.ctl.audit.append  AppendBatch -> AppendAck, published only after the batch's entries
 //                         were written by a synced group commit (or refused)
+//   chq.ctl.audit.certificates.<env>  AppendBatch{certificates} -> AppendAck{certificates}:
+//                         the crypto service's transparency log entries of env (certificates
+//                         issued), each acknowledged once durable, REPLAYED if already stored
+//                         (unique per log sequence), so the crypto service resends until
+//                         acknowledged. Only the crypto service's NATS user may publish here.
 //   chq.ctl.audit.query   ControlRequest{AuditControlBody{query}} -> QueryResponse
 //   chq.ctl.audit.report  ControlRequest{AuditControlBody{report}} -> ReportResponse
 // All in the queue group `chq.audit`. Queries and reports are signed and narrowed to what the
@@ -32,6 +37,9 @@ namespace chasqui::audit {
 inline constexpr char kAppendSubject[] = "chq.ctl.audit.append";
 inline constexpr char kQuerySubject[] = "chq.ctl.audit.query";
 inline constexpr char kReportSubject[] = "chq.ctl.audit.report";
+inline std::string CertificatesSubject(std::string_view env) {
+  return "chq.ctl.audit.certificates." + std::string(env);
+}
 inline constexpr char kQueueGroup[] = "chq.audit";
 // Entries in one AppendBatch; a NATS payload (1 MiB) holds fewer anyway.
 inline constexpr int kMaxBatchEntries = 4096;
@@ -58,6 +66,7 @@ class AuditService {
 
   // The handlers, public so tests can drive them without NATS.
   void HandleAppend(const BusMessage& msg);
+  void HandleCertificates(const BusMessage& msg);
   void HandleQuery(const BusMessage& msg);
   void HandleReport(const BusMessage& msg);
 
@@ -78,6 +87,7 @@ class AuditService {
   AuditMetrics* const metrics_;
   const AuditServiceOptions options_;
   std::unique_ptr<Subscription> append_sub_;
+  std::unique_ptr<Subscription> certificates_sub_;
   std::unique_ptr<Subscription> query_sub_;
   std::unique_ptr<Subscription> report_sub_;
 };

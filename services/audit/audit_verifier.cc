@@ -272,13 +272,21 @@ absl::StatusOr<VerifyReport> VerifyChain(KvStore& store, const VerifyOptions& op
   absl::Status read_error;
   // Checks a checkpoint's signature when a key is given; records the finding otherwise.
   auto signed_ok = [&](const v1::Checkpoint& cp, uint64_t c) {
-    if (!options.checkpoint_key) return true;
-    const PublicIdentity* signer = options.checkpoint_key(cp.signer_serial());
-    absl::Status sig = signer == nullptr
-                           ? absl::NotFoundError(fmt::format(
-                                 "checkpoint {}: signer serial {} is not trusted", c,
-                                 cp.signer_serial()))
-                           : VerifyCheckpoint(cp, *signer, options.env);
+    if (!options.checkpoint_key && options.checkpoint_roots == nullptr) return true;
+    absl::Status sig;
+    if (!cp.statement().empty()) {
+      sig = options.checkpoint_roots == nullptr
+                ? absl::NotFoundError(fmt::format(
+                      "checkpoint {}: signed by the crypto service; give the pinned roots", c))
+                : VerifyCryptoCheckpoint(cp, *options.checkpoint_roots, options.env);
+    } else {
+      const PublicIdentity* signer =
+          options.checkpoint_key ? options.checkpoint_key(cp.signer_serial()) : nullptr;
+      sig = signer == nullptr ? absl::NotFoundError(fmt::format(
+                                    "checkpoint {}: signer serial {} is not trusted", c,
+                                    cp.signer_serial()))
+                              : VerifyCheckpoint(cp, *signer, options.env);
+    }
     if (!sig.ok()) {
       bad.emplace(Finding::kBadCheckpoint, std::string(MessageOf(sig)));
       bad_seq = c;

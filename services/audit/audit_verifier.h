@@ -29,6 +29,7 @@
 #include "absl/status/statusor.h"
 #include "common/envelope/identity.h"
 #include "common/store/kv_store.h"
+#include "common/trust/anchors.h"
 
 namespace chasqui::audit {
 
@@ -52,6 +53,10 @@ struct VerifyOptions {
   // The key a checkpoint's signer_serial names, or null if unknown. Unset: signatures are not
   // checked (the report says so).
   std::function<const PublicIdentity*(uint64_t serial)> checkpoint_key;
+  // The pinned roots that checkpoints signed by the crypto service (Checkpoint.statement) are
+  // verified against; null: such checkpoints are not trusted when signatures are checked.
+  // Signatures are checked when either this or checkpoint_key is set.
+  const TrustAnchors* checkpoint_roots = nullptr;
 };
 
 struct VerifyReport {

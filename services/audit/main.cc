@@ -1,9 +1,10 @@
 // chasqui-audit: the audit service and its offline tools. The logic lives in chasqui_audit.
 //
 //   chasqui-audit serve  --env E --data DIR --checkpoint-key FILE [--anchors roots.json]
+//                        [--checkpoint-signer local|crypto --checkpoint-cert FILE]
 //                        [--report-zone Z] [--nats URL ...]
 //   chasqui-audit verify (--data DIR | --export FILE) --env E
-//                        [--trust FILE | --roots roots.json --signer-cert FILE] [--from N --to M]
+//                        [--trust FILE | --roots roots.json [--signer-cert FILE]] [--from N --to M]
 //   chasqui-audit query  (--data DIR | --key K --cert C [--nats URL ...]) [--consumer C]
 //                        [--provider P] [--service S] [--end-user U] [--outcome CODE]
 //                        [--from-ms T] [--to-ms T] [--limit N] [--json]
@@ -48,6 +49,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "nats/nats.h"
 #include "nlohmann/json.hpp"
+#include "absl/strings/ascii.h"
 #include "absl/time/civil_time.h"
 #include "common/bus/nats_config.h"
 #include "common/bus/request_mux.h"
@@ -84,6 +86,9 @@ struct ServeFlags {
   std::string env;
   std::string data;
   std::string checkpoint_key;
+  std::string checkpoint_signer = "local";
+  std::string checkpoint_cert;
+  int64_t crypto_timeout_ms = 2'000;
   BusOptions bus;
   std::string nats_password_file;
   OpsOptions ops;
@@ -96,26 +101,57 @@ int Serve(ServeFlags f) {
   DisableCoreDumps();  // a core would hold the checkpoint key
   std::signal(SIGPIPE, SIG_IGN);
   f.chain.env = f.env;
-  auto signer = LocalCheckpointSigner::Load(f.checkpoint_key, f.env);
-  if (!signer.ok()) return Fail(signer.status());
+  if (f.checkpoint_signer != "local" && f.checkpoint_signer != "crypto") {
+    return Fail(absl::InvalidArgumentError(fmt::format(
+        "--checkpoint-signer {}: expected local or crypto", f.checkpoint_signer)));
+  }
+  const bool remote = f.checkpoint_signer == "crypto";
+  if (remote && (f.checkpoint_cert.empty() || f.anchors.empty())) {
+    return Fail(absl::InvalidArgumentError(
+        "--checkpoint-signer crypto needs --checkpoint-cert (the audit key's certificate) and "
+        "--anchors (to check the crypto service's signatures)"));
+  }
+  std::unique_ptr<CheckpointSigner> signer;
+  std::optional<Identity> remote_identity;
+  if (remote) {
+    auto id = LoadIdentity(f.checkpoint_key, f.checkpoint_cert);
+    if (!id.ok()) return Fail(id.status());
+    remote_identity.emplace(*std::move(id));
+  } else {
+    auto local = LocalCheckpointSigner::Load(f.checkpoint_key, f.env);
+    if (!local.ok()) return Fail(local.status());
+    signer = *std::move(local);
+  }
   auto store = KvStore::Open({.path = f.data});
   if (!store.ok()) return Fail(store.status());
-  CHQ_LOG_INFO("config: env={} data={} nats={} checkpoint key={} (serial {}) every {} records "
-               "or {} ms",
-               f.env, f.data, f.bus.url, f.checkpoint_key, (*signer)->pub().serial,
+  CHQ_LOG_INFO("config: env={} data={} nats={} checkpoints signed by {} (key {}) every {} "
+               "records or {} ms",
+               f.env, f.data, f.bus.url,
+               remote ? "the crypto service" : "the audit service's own key", f.checkpoint_key,
                f.chain.checkpoint_every_records, f.chain.checkpoint_every_ms);
 
   TerminationSignals signals;  // before any thread starts: they inherit the mask
   auto registry = std::make_shared<prometheus::Registry>();
   AuditMetrics metrics(*registry);
-  auto chain = AuditChain::Open(f.chain, store->get(), signer->get(), SystemClock(), &metrics);
-  if (!chain.ok()) return Fail(chain.status());
   f.bus.name = fmt::format("chasqui-audit-{}", f.env);
   // An ack is the last step before a router may relay a reply: flush it at once rather than
   // let nats.c hold it up to 1 ms (acks are few: one per AppendBatch).
   f.bus.send_asap = true;
   auto bus = ConnectWithPasswordFile(f.bus, f.nats_password_file);
   if (!bus.ok()) return Fail(bus.status());
+  if (remote) {
+    auto anchors = LoadTrustAnchors(f.anchors);
+    if (!anchors.ok()) return Fail(anchors.status());
+    auto r = RemoteCheckpointSigner::Create(
+        bus->get(),
+        fmt::format("{}.{}.sign", NatsServiceInboxPrefix("audit", f.env), ::getpid()),
+        *std::move(remote_identity), *std::move(anchors),
+        absl::Milliseconds(f.crypto_timeout_ms));
+    if (!r.ok()) return Fail(r.status());
+    signer = *std::move(r);
+  }
+  auto chain = AuditChain::Open(f.chain, store->get(), signer.get(), SystemClock(), &metrics);
+  if (!chain.ok()) return Fail(chain.status());
   // Readers' certificates: verified against the pinned roots, fetched from the crypto service
   // on first sight, revocations followed. Without --anchors, queries and reports are refused.
   std::unique_ptr<FollowedSigners> signers;
@@ -128,6 +164,8 @@ int Serve(ServeFlags f) {
         fmt::format("{}.{}", NatsServiceInboxPrefix("audit", f.env), ::getpid()), SystemClock());
     if (!followed.ok()) return Fail(followed.status());
     signers = *std::move(followed);
+    // Seen nonces of signed reads live in the store: a restart does not reopen a replay.
+    f.access.nonce_store = store->get();
     access = std::make_unique<AuditAccess>(f.access, signers.get(), SystemClock());
   } else {
     CHQ_LOG_WARN("no --anchors: signed queries and reports are refused UNAVAILABLE");
@@ -150,12 +188,15 @@ int Serve(ServeFlags f) {
   service->reset();
   access.reset();
   signers.reset();
+  // The chain's final checkpoint is written (Stop); the signer's subscription goes before
+  // the connection.
+  chain->reset();
+  signer.reset();
   if (auto s = (*bus)->Drain(absl::Seconds(5)); !s.ok()) CHQ_LOG_WARN("drain: {}", MessageOf(s));
   bus->reset();
-  chain->reset();
   ops->reset();
   store->reset();
-  nats_Close();
+  chasqui::CloseNatsLibrary();
   CHQ_LOG_INFO("audit stopped");
   return 0;
 }
@@ -171,6 +212,7 @@ struct SignerTrustFlags {
 struct SignerTrust {
   std::optional<TrustStore> store;
   std::optional<PublicIdentity> signer;
+  std::optional<TrustAnchors> roots;
 };
 
 // Fills options.checkpoint_key (pointing into `out`), or leaves it unset with no flags.
@@ -182,11 +224,15 @@ absl::Status LoadSignerTrust(const SignerTrustFlags& f, const std::string& env, 
     options.checkpoint_key = [&out](uint64_t serial) { return out.store->BySerial(serial); };
     return absl::OkStatus();
   }
-  if (f.roots.empty() != f.signer_cert.empty()) {
-    return absl::InvalidArgumentError("give --roots and --signer-cert together");
+  if (f.roots.empty() && !f.signer_cert.empty()) {
+    return absl::InvalidArgumentError("--signer-cert needs --roots");
   }
   if (f.roots.empty()) return absl::OkStatus();
   CHASQUI_ASSIGN_OR_RETURN(TrustAnchors anchors, LoadTrustAnchors(f.roots));
+  // Checkpoints signed by the crypto service verify against the roots alone.
+  out.roots.emplace(anchors);
+  options.checkpoint_roots = &*out.roots;
+  if (f.signer_cert.empty()) return absl::OkStatus();
   CHASQUI_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(f.signer_cert, "--signer-cert"));
   v1::Certificate cert;
   v1::CertificateBody body;
@@ -248,7 +294,8 @@ int Verify(const VerifyFlags& f) {
   options.to = f.to;
   SignerTrust trust;
   if (auto s = LoadSignerTrust(f.trust, f.env, trust, options); !s.ok()) return Fail(s);
-  const bool signatures = static_cast<bool>(options.checkpoint_key);
+  const bool signatures =
+      static_cast<bool>(options.checkpoint_key) || options.checkpoint_roots != nullptr;
   if (!f.export_file.empty()) {
     auto bytes = ReadFileToString(f.export_file, "--export");
     if (!bytes.ok()) return Fail(bytes.status());
@@ -311,6 +358,7 @@ struct QueryFlags {
   RemoteFlags remote;
   v1::QueryRequest request;
   std::string outcome;
+  std::string kind;
   std::string page_token;
   bool json = false;
 };
@@ -332,6 +380,14 @@ int Query(QueryFlags f) {
     }
     f.request.set_has_outcome(true);
     f.request.set_outcome(code);
+  }
+  if (!f.kind.empty()) {
+    v1::EntryKind kind;
+    if (!v1::EntryKind_Parse("ENTRY_KIND_" + absl::AsciiStrToUpper(f.kind), &kind)) {
+      return Fail(absl::InvalidArgumentError(fmt::format(
+          "--kind {}: expected record, refusal_count or certificate", f.kind)));
+    }
+    f.request.set_kind(kind);
   }
   if (!f.page_token.empty()) {
     auto token = FromHex(f.page_token, "--page-token");
@@ -376,6 +432,19 @@ int Query(QueryFlags f) {
       out.push_back({{"seq", rec.seq()},
                      {"hash", ToHex(rec.hash())},
                      {"entry", nlohmann::json::parse(entry_json, nullptr, false)}});
+      continue;
+    }
+    if (entry.has_certificate()) {
+      // A certificate issued: who it names, its role and serial, under the transparency log's
+      // sequence.
+      const v1::TransparencyLogEntry& e = entry.certificate().entry();
+      v1::Certificate cert;
+      v1::CertificateBody body;
+      (void)(cert.ParseFromString(e.certificate()) && body.ParseFromString(cert.body()));
+      std::cout << fmt::format("{:>8}  {:<24}  {:<12} {:<12} {:<20} {:<16} {:<18} serial {} log {}\n",
+                               rec.seq(), Iso(e.logged_at_ms()), body.entity(), "-",
+                               "(certificate)", body.subject().empty() ? "-" : body.subject(),
+                               CertificateRoleName(body.role()), body.serial(), e.sequence());
       continue;
     }
     if (entry.has_refusal_count()) {
@@ -449,7 +518,16 @@ int Report(ReportFlags f) {
                       {"latency_max_ms", r.latency_max_ms()},
                       {"latency_mean_ms", r.latency_mean_ms()}});
     }
-    std::cout << nlohmann::json({{"zone", response.zone()}, {"rows", rows}}).dump(2) << "\n";
+    nlohmann::json refusals = nlohmann::json::array();
+    for (const v1::RefusalRow& r : response.refusals()) {
+      refusals.push_back({{"day", r.day()},
+                          {"consumer", r.consumer()},
+                          {"reason", std::string(CodeName(r.reason()))},
+                          {"count", r.count()}});
+    }
+    std::cout << nlohmann::json({{"zone", response.zone()}, {"rows", rows}, {"refusals", refusals}})
+                     .dump(2)
+              << "\n";
     return 0;
   }
   std::cout << fmt::format("days in {}; latency in ms (p50/p95: bucket upper bounds)\n",
@@ -467,6 +545,14 @@ int Report(ReportFlags f) {
                              r.day(), r.consumer(), r.provider(), r.service(), r.total(),
                              r.errors(), r.latency_p50_ms(), r.latency_p95_ms(),
                              r.latency_max_ms(), outcomes);
+  }
+  if (response.refusals_size() > 0) {
+    std::cout << "refusals before authentication (counted by the routers)\n";
+    std::cout << fmt::format("{:<10}  {:<12} {:<18} {:>8}\n", "day", "consumer", "reason", "count");
+    for (const v1::RefusalRow& r : response.refusals()) {
+      std::cout << fmt::format("{:<10}  {:<12} {:<18} {:>8}\n", r.day(), r.consumer(),
+                               CodeName(r.reason()), r.count());
+    }
   }
   return 0;
 }
@@ -621,12 +707,23 @@ int main(int argc, char** argv) {
   s->add_option("--env", serve.env, "environment: test or prod")->required();
   s->add_option("--data", serve.data, "the RocksDB directory of the chain")->required();
   s->add_option("--checkpoint-key", serve.checkpoint_key,
-                "Ed25519 key file that signs checkpoints (from `chasqui keygen`)")
+                "the audit service's Ed25519 key file (from `chasqui keygen`): signs checkpoints "
+                "itself (local), or signs the requests to the crypto service (crypto)")
       ->required();
+  s->add_option("--checkpoint-signer", serve.checkpoint_signer,
+                "who signs checkpoints: local (the key above) or crypto (the crypto service, "
+                "over chq.ctl.crypto.sign; needs --checkpoint-cert and --anchors)");
+  s->add_option("--checkpoint-cert", serve.checkpoint_cert,
+                "the certificate of --checkpoint-key (role audit), for --checkpoint-signer crypto");
+  s->add_option("--crypto-timeout-ms", serve.crypto_timeout_ms,
+                "how long a checkpoint waits for the crypto service before it is retried");
+  s->add_option("--checkpoint-retry-ms", serve.chain.checkpoint_retry_ms,
+                "after a checkpoint could not be signed, wait this long before trying again");
   s->add_option("--nats", serve.bus.url, "NATS server URL");
   s->add_option("--nats-user", serve.bus.user, "nats-server user (audit.<env>)");
   s->add_option("--nats-password-file", serve.nats_password_file,
                 "file holding that user's password (mode 0600)");
+  s->add_option("--nats-ca", serve.bus.ca_file, "nats-server's CA (PEM): connect over TLS");
   s->add_option("--ops-host", serve.ops.host, "address for /metrics, /healthz, /readyz");
   s->add_option("--ops-port", serve.ops.port, "port for /metrics etc. (0 = pick one)");
   s->add_option("--checkpoint-every", serve.chain.checkpoint_every_records,
@@ -651,9 +748,11 @@ int main(int argc, char** argv) {
   v->add_option("--env", verify.env, "environment the checkpoints were signed for")->required();
   auto add_signer_trust = [](CLI::App* cmd, SignerTrustFlags& t) {
     cmd->add_option("--trust", t.trust, "trust file with the checkpoint signer's public key");
-    cmd->add_option("--roots", t.roots, "pinned roots (roots.json), with --signer-cert");
+    cmd->add_option("--roots", t.roots,
+                    "pinned roots (roots.json): checks checkpoints signed by the crypto service, "
+                    "and with --signer-cert those signed by the audit key");
     cmd->add_option("--signer-cert", t.signer_cert,
-                    "the checkpoint signer's certificate, verified against --roots");
+                    "the audit key's certificate (local checkpoints), verified against --roots");
   };
   add_signer_trust(v, verify.trust);
   v->add_option("--from", verify.from, "first seq to check");
@@ -671,6 +770,7 @@ int main(int argc, char** argv) {
     cmd->add_option("--nats-user", r.bus.user, "nats-server user (<entity>.<env>)");
     cmd->add_option("--nats-password-file", r.nats_password_file,
                     "file holding that user's password (mode 0600)");
+    cmd->add_option("--nats-ca", r.bus.ca_file, "nats-server's CA (PEM): connect over TLS");
     cmd->add_option("--timeout-ms", r.timeout_ms, "how long to wait for the answer");
   };
   CLI::App* q = app.add_subcommand(
@@ -682,6 +782,9 @@ int main(int argc, char** argv) {
   q->add_option("--service", service, "service (with --provider)");
   q->add_option("--end-user", end_user, "end user (with --consumer)");
   q->add_option("--outcome", query.outcome, "outcome code, e.g. OK, FORBIDDEN, REPLAYED");
+  q->add_option("--kind", query.kind,
+                "only entries of this kind: record, refusal_count or certificate (certificates "
+                "issued by the crypto service)");
   q->add_option("--from-ms", from_ms, "received at or after (Unix ms)");
   q->add_option("--to-ms", to_ms, "received before (Unix ms)");
   q->add_option("--limit", limit, "page size (default 100, at most 1000)");

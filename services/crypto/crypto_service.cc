@@ -6,6 +6,7 @@
 #include "common/core/log.h"
 #include "common/core/status.h"
 #include "common/trust/requests.h"
+#include "services/crypto/audit_feed.h"
 #include "fmt/format.h"
 
 namespace chasqui {
@@ -136,6 +137,7 @@ void CryptoService::Handle(std::string_view verb, const BusMessage& msg) {
     if (r.ok()) {
       reply = *std::move(r);
       issued_->Increment();
+      if (options_.audit_feed != nullptr) options_.audit_feed->Wake();
     } else {
       status = r.status();
     }

@@ -28,10 +28,14 @@
 
 namespace chasqui {
 
+class AuditFeed;
+
 struct CryptoServiceOptions {
   // How often to re-issue due lists and refresh the gauges.
   absl::Duration tick = absl::Seconds(1);
   std::string queue_group = "chq.crypto";
+  // Told after each certificate issued, so it reaches the audit chain at once (may be null).
+  AuditFeed* audit_feed = nullptr;
 };
 
 class CryptoService {

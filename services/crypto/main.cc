@@ -20,6 +20,8 @@
 #include "common/ops/ops_server.h"
 #include "fmt/format.h"
 #include "nats/nats.h"
+#include "common/bus/nats_config.h"
+#include "services/crypto/audit_feed.h"
 #include "services/crypto/authority.h"
 #include "services/crypto/ceremony.h"
 #include "services/crypto/crypto_service.h"
@@ -103,6 +105,8 @@ int main(int argc, char** argv) {
   int64_t cert_validity_days = 365;
   int64_t revocation_validity_s = 3600;
   int64_t tick_ms = 1000;
+  bool audit_feed = true;
+  int64_t audit_retry_ms = 1000;
   auto* serve = app.add_subcommand("serve", "answer enrolment, directory, revoke and sign");
   serve->add_option("--data", data_dir, "data directory")->required();
   serve->add_option("--passphrase-file", passphrase_file,
@@ -112,6 +116,7 @@ int main(int argc, char** argv) {
   serve->add_option("--nats-user", bus_options.user, "nats-server user of the crypto service");
   serve->add_option("--nats-password-file", nats_password_file,
                     "file holding that user's password (mode 0600)");
+  serve->add_option("--nats-ca", bus_options.ca_file, "nats-server's CA (PEM): connect over TLS");
   serve->add_option("--ops-host", ops_options.host, "address for /metrics, /healthz, /readyz");
   serve->add_option("--ops-port", ops_options.port, "port for /metrics etc. (0 = pick one)");
   serve->add_option("--certificate-validity-days", cert_validity_days,
@@ -119,6 +124,10 @@ int main(int argc, char** argv) {
   serve->add_option("--revocation-validity-s", revocation_validity_s,
                     "a revocation list's valid_until after its issue; re-issued at half");
   serve->add_option("--tick-ms", tick_ms, "how often to check for a list to re-issue");
+  serve->add_flag("--audit-feed,!--no-audit-feed", audit_feed,
+                  "send every certificate issued to the audit chain (default on)");
+  serve->add_option("--audit-retry-ms", audit_retry_ms,
+                    "while the audit service does not acknowledge, resend this often");
 
   std::string new_passphrase_file;
   int64_t overlap_days = 30;
@@ -209,8 +218,22 @@ int main(int argc, char** argv) {
   auto bus = chasqui::ConnectWithPasswordFile(bus_options, nats_password_file);
   if (!bus.ok()) return Fail(bus.status());
   auto registry = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<chasqui::AuditFeed> feed;
+  if (audit_feed && !envs.empty()) {
+    chasqui::AuditFeedOptions fo;
+    fo.envs = envs;
+    fo.inbox_prefix = fmt::format("{}.{}.feed", chasqui::NatsServiceInboxPrefix("crypto", envs[0]),
+                                  ::getpid());
+    fo.retry = absl::Milliseconds(audit_retry_ms);
+    auto started = chasqui::AuditFeed::Start(fo, bus->get(), store->get());
+    if (!started.ok()) return Fail(started.status());
+    feed = *std::move(started);
+  } else {
+    CHQ_LOG_WARN("--no-audit-feed: certificates issued are kept in the transparency log only");
+  }
   chasqui::CryptoServiceOptions service_options;
   service_options.tick = absl::Milliseconds(tick_ms);
+  service_options.audit_feed = feed.get();
   auto service = chasqui::CryptoService::Start(service_options, bus->get(), authority->get(),
                                                registry, clock);
   if (!service.ok()) return Fail(service.status());
@@ -225,6 +248,7 @@ int main(int argc, char** argv) {
     CHQ_LOG_WARN("drain: {}", MessageOf(st));
   }
   service->reset();
+  feed.reset();
   if (auto st = (*bus)->Drain(absl::Seconds(5)); !st.ok()) {
     CHQ_LOG_WARN("drain: {}", MessageOf(st));
   }
@@ -232,7 +256,7 @@ int main(int argc, char** argv) {
   ops->reset();
   authority->reset();
   store->reset();
-  nats_Close();
+  chasqui::CloseNatsLibrary();
   CHQ_LOG_INFO("crypto stopped");
   return 0;
 }

@@ -166,6 +166,32 @@ TEST_F(AuditAccessTest, EveryOtherRequestIsRefusedWithItsOwnCode) {
          "the request's action is report, not query");
 }
 
+TEST_F(AuditAccessTest, ASignedReadCannotBeReplayedAfterARestart) {
+  Holder sin = readers_.Make("sin", v1::CERTIFICATE_ROLE_ENTITY);
+  const std::string once = SignedQuery(sin, v1::QueryRequest(), Now()).SerializeAsString();
+  const std::string path = dir_.File("nonces");
+  {
+    auto store = KvStore::Open({.path = path});
+    ASSERT_TRUE(store.ok()) << store.status();
+    AuditAccess access({.nonce_store = store->get()}, readers_.dirs.lookup.get(), SystemClock());
+    ASSERT_TRUE(access.Check("query", once).ok());
+    EXPECT_TRUE(absl::IsAlreadyExists(access.Check("query", once).status()));
+  }
+  // The process restarts: a new AuditAccess over the reopened store still knows the nonce.
+  auto store = KvStore::Open({.path = path});
+  ASSERT_TRUE(store.ok()) << store.status();
+  AuditAccess restarted({.nonce_store = store->get()}, readers_.dirs.lookup.get(), SystemClock());
+  auto replay = restarted.Check("query", once);
+  EXPECT_TRUE(absl::IsAlreadyExists(replay.status())) << replay.status();
+  // A fresh request from the same signer is still served.
+  EXPECT_TRUE(
+      restarted.Check("query", SignedQuery(sin, v1::QueryRequest(), Now()).SerializeAsString())
+          .ok());
+  // Memory alone forgets on restart (what the store is for).
+  AuditAccess in_memory(AuditAccessOptions{}, readers_.dirs.lookup.get(), SystemClock());
+  EXPECT_TRUE(in_memory.Check("query", once).ok());
+}
+
 TEST_F(AuditAccessTest, WithoutAnchorsReadsAreRefusedUnavailable) {
   AuditAccess none(AuditAccessOptions{}, nullptr, SystemClock());
   auto checked =

@@ -145,5 +145,69 @@ TEST_F(AuditReportTest, BadRequestsNameTheField) {
   }
 }
 
+TEST_F(AuditReportTest, RefusalsBeforeAuthenticationHaveTheirOwnSectionPerDay) {
+  Open();
+  auto count = [&](uint64_t key, const std::string& router, const std::string& consumer,
+                   v1::Code reason, int64_t start_ms, uint64_t n) {
+    v1::RefusalCount c;
+    c.set_env("test");
+    c.set_router_id(router);
+    c.set_consumer(consumer);
+    c.set_reason(reason);
+    c.set_interval_start_ms(start_ms);
+    c.set_interval_ms(10'000);
+    c.set_count(n);
+    Outcomes out;
+    chain_->AppendRefusalCount(c, out.For(key));
+    EXPECT_TRUE(out.WaitFor(1));
+    return out.Get(key);
+  };
+  // 03:30 UTC on the 16th is the 15th in La Paz; 15:00 UTC the 16th.
+  ASSERT_TRUE(count(1, "r1", "sin", v1::UNAUTHENTICATED, Utc(2026, 3, 16, 3, 30), 7).ok());
+  ASSERT_TRUE(count(2, "r2", "sin", v1::UNAUTHENTICATED, Utc(2026, 3, 16, 3, 30), 5).ok());
+  ASSERT_TRUE(count(3, "r1", "unknown", v1::BAD_REQUEST, Utc(2026, 3, 16, 15, 0), 40).ok());
+  ASSERT_TRUE(count(4, "r1", "sin", v1::UNAUTHENTICATED, Utc(2026, 3, 16, 15, 0), 2).ok());
+  // A redelivered count (same router, consumer, reason, interval) is not counted twice.
+  EXPECT_TRUE(absl::IsAlreadyExists(
+      count(5, "r1", "sin", v1::UNAUTHENTICATED, Utc(2026, 3, 16, 3, 30), 7).status()));
+  ASSERT_TRUE(Append(10, Utc(2026, 3, 16, 15, 0)).ok());
+
+  const v1::ReportResponse all = Report("2026-03-15", "2026-03-16");
+  ASSERT_EQ(all.refusals_size(), 3);
+  EXPECT_EQ(all.refusals(0).day(), "2026-03-15");
+  EXPECT_EQ(all.refusals(0).consumer(), "sin");
+  EXPECT_EQ(all.refusals(0).reason(), v1::UNAUTHENTICATED);
+  EXPECT_EQ(all.refusals(0).count(), 12u);
+  EXPECT_EQ(all.refusals(1).day(), "2026-03-16");
+  EXPECT_EQ(all.refusals(1).consumer(), "sin");
+  EXPECT_EQ(all.refusals(1).count(), 2u);
+  EXPECT_EQ(all.refusals(2).consumer(), "unknown");
+  EXPECT_EQ(all.refusals(2).reason(), v1::BAD_REQUEST);
+  EXPECT_EQ(all.refusals(2).count(), 40u);
+  // The exchanges' rows are unchanged by the refusals.
+  ASSERT_EQ(all.rows_size(), 1);
+  EXPECT_EQ(all.rows(0).total(), 1u);
+
+  // One day only; a consumer filter; a provider filter (refusals name none) shows none.
+  EXPECT_EQ(Report("2026-03-16").refusals_size(), 2);
+  v1::ReportRequest q;
+  q.set_from_day("2026-03-15");
+  q.set_to_day("2026-03-16");
+  q.set_consumer("unknown");
+  auto r = RunReport(*store_, q, kDefaultReportZone);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->refusals_size(), 1);
+  EXPECT_EQ(r->refusals(0).count(), 40u);
+  q.set_consumer("");
+  q.set_provider("segip");
+  r = RunReport(*store_, q, kDefaultReportZone);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->refusals_size(), 0);
+
+  // Durable like the records: the same after a restart.
+  Open();
+  EXPECT_EQ(Report("2026-03-15", "2026-03-16").refusals(0).count(), 12u);
+}
+
 }  // namespace
 }  // namespace chasqui::audit
