@@ -914,8 +914,11 @@ void Router::HoldThenSubscribe(int64_t hold_ms) {
   metrics_->ready().Set(1);
   CHQ_LOG_INFO("router {} ready: serving chq.{}.req.>", options_.router_id, options_.env);
   int64_t late_seen = 0;
+  int64_t reconnects_seen = 0;
   do {
-    metrics_->nats_reconnects().Set(static_cast<double>(bus_->Reconnects()));
+    const int64_t reconnects = bus_->Reconnects();
+    metrics_->nats_reconnects().Increment(static_cast<double>(reconnects - reconnects_seen));
+    reconnects_seen = reconnects;
     const int64_t late = mux_->LateReplies();
     metrics_->late_replies().Increment(static_cast<double>(late - late_seen));
     late_seen = late;

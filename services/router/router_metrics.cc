@@ -63,9 +63,9 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, std::string env)
                        .Help("Provider replies that came after the router had timed out")
                        .Register(registry)
                        .Add(env_label);
-  reconnects_ = &prometheus::BuildGauge()
-                     .Name("chasqui_nats_reconnects")
-                     .Help("Times this process's NATS connection reconnected")
+  reconnects_ = &prometheus::BuildCounter()
+                     .Name("chasqui_nats_reconnects_total")
+                     .Help("Times this process's NATS connection was lost and restored")
                      .Register(registry)
                      .Add({{"part", "router"}});
   audit_backlog_ = &prometheus::BuildGauge()

@@ -39,7 +39,7 @@ class RouterMetrics {
   prometheus::Counter& root_cache_hits() { return *cache_hits_; }
   prometheus::Counter& root_cache_misses() { return *cache_misses_; }
   prometheus::Counter& late_replies() { return *late_replies_; }
-  prometheus::Gauge& nats_reconnects() { return *reconnects_; }
+  prometheus::Counter& nats_reconnects() { return *reconnects_; }
   // The trace (no trace, no data): records queued or awaiting the audit service's ack, the time
   // from handing a record over to its durable ack, and whether appends currently succeed.
   prometheus::Gauge& audit_backlog() { return *audit_backlog_; }
@@ -66,7 +66,7 @@ class RouterMetrics {
   prometheus::Counter* cache_hits_;
   prometheus::Counter* cache_misses_;
   prometheus::Counter* late_replies_;
-  prometheus::Gauge* reconnects_;
+  prometheus::Counter* reconnects_;
   prometheus::Gauge* audit_backlog_;
   prometheus::Histogram* audit_ack_latency_;
   prometheus::Gauge* audit_up_;
