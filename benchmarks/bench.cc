@@ -7,11 +7,24 @@
 //   quota    the secured path through a chasqui-router --quota that admits each request from
 //            leases drawn from a real chasqui-quota (its RocksDB in the temp dir), with limits
 //            generous enough that nothing is refused: the cost of enforcing, beside `secured`
+//   certs    the secured path on certificates (issue 3): chasqui-router --roots/--cert, and the
+//            consumer and provider each on its own CertificateTrust as a gateway is, every key
+//            enrolled with a one-time token through a real chasqui-crypto (root ceremony, tokens
+//            and `chasqui enrol` as deploy/local-backbone.sh does them), which serves the
+//            directory and the revocation lists: the cost of certificate checks, beside `secured`
+//   catalog  the certs path with the router following a real chasqui-catalog (--catalog), in
+//            which both entities adhered, the provider published `echo`, the consumer's access
+//            was approved and its end user registered (`chasqui catalog <verb>` by the people's
+//            own enrolled keys); the router holds its first snapshot before the window (issue 4)
 //   audited  the same through a chasqui-router that traces every exchange in chasqui-audit
 //            (its RocksDB in the temp dir) and relays each reply once its record is synced
 //
+// Every phase runs on the same nats-server with the same server settings: the bench's own
+// connections come from ConnectBus and every child gets the same `--nats URL`, so a run over
+// TLS is a change in those two places.
+//
 // The bench starts nats-server, the routers, chasqui-audit and the forwarder in a temp dir,
-// runs the phases,
+// runs the phases (raw, secured, certs, catalog, quota, audited),
 // prints one table and stops everything on every path out. Each phase keeps exactly K requests
 // in flight (each completion issues the next request on the thread that completed it), warms
 // up, then measures for --seconds: completions, errors, latency per request (steady clock), and
@@ -19,6 +32,7 @@
 
 #include <httplib.h>
 #include <signal.h>
+#include <sodium.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -51,6 +65,8 @@
 #include "common/core/status.h"
 #include "common/envelope/errors.h"
 #include "common/envelope/identity.h"
+#include "common/trust/certificate_trust.h"
+#include "common/trust/trust_source.h"
 #include "fmt/format.h"
 #include "nats/nats.h"
 #include "nlohmann/json.hpp"
@@ -91,6 +107,11 @@ struct Config {
   bool skip_audit = false;
   std::string quota_bin;
   bool skip_quota = false;
+  std::string crypto_bin;
+  std::string catalog_bin;
+  std::string cli_bin;  // `chasqui`: enrolment and the catalog story
+  bool skip_certs = false;
+  bool skip_catalog = false;
   std::string nats_server_bin = "nats-server";
   std::vector<std::string> router_extra_args;  // passed to chasqui-router as they are
 };
@@ -509,6 +530,9 @@ struct Keys {
   std::optional<Identity> consumer;
   std::optional<Identity> provider;
   std::vector<PublicIdentity> trusted;
+  // Unset: both sides on a fixed trust of `trusted` (TrustStore). Set: how one side (by entity)
+  // starts its own trust source on its own connection, as a gateway does (CertificateTrust).
+  std::function<absl::StatusOr<std::shared_ptr<TrustSource>>(Bus*, const std::string&)> trust_for;
 };
 
 Identity CopyIdentity(const Identity& id) {
@@ -526,18 +550,30 @@ absl::StatusOr<PhaseResult> RunSecured(const Config& config, const std::string& 
                                        bool ramp_leases = false) {
   CHASQUI_ASSIGN_OR_RETURN(auto provider_bus, ConnectBus(url, "chasqui-bench-provider", config));
   CHASQUI_ASSIGN_OR_RETURN(auto consumer_bus, ConnectBus(url, "chasqui-bench-consumer", config));
+  // After the buses, so they go first; each side has its own, as two gateways would.
+  std::shared_ptr<TrustSource> provider_trust, consumer_trust;
+  if (keys.trust_for) {
+    CHASQUI_ASSIGN_OR_RETURN(provider_trust, keys.trust_for(provider_bus.get(), kProvider));
+    CHASQUI_ASSIGN_OR_RETURN(consumer_trust, keys.trust_for(consumer_bus.get(), kConsumer));
+  }
   Load load(static_cast<size_t>(std::min(config.seconds * 500'000.0, 100e6)));
-  CHASQUI_ASSIGN_OR_RETURN(auto provider,
-                           Provider::Create(provider_bus.get(), CopyIdentity(*keys.provider),
-                                            TrustStore::FromIdentities(keys.trusted, kEnv)));
+  CHASQUI_ASSIGN_OR_RETURN(
+      auto provider,
+      provider_trust != nullptr
+          ? Provider::Create(provider_bus.get(), CopyIdentity(*keys.provider), provider_trust)
+          : Provider::Create(provider_bus.get(), CopyIdentity(*keys.provider),
+                             TrustStore::FromIdentities(keys.trusted, kEnv)));
   CHASQUI_RETURN_IF_ERROR(provider->Serve(
       kService, [](const RequestContext&, std::string_view body) -> absl::StatusOr<std::string> {
         return std::string(body);
       }));
   CHASQUI_RETURN_IF_ERROR(provider_bus->Flush(absl::Seconds(2)));
-  CHASQUI_ASSIGN_OR_RETURN(auto consumer,
-                           Consumer::Create(consumer_bus.get(), CopyIdentity(*keys.consumer),
-                                            TrustStore::FromIdentities(keys.trusted, kEnv)));
+  CHASQUI_ASSIGN_OR_RETURN(
+      auto consumer,
+      consumer_trust != nullptr
+          ? Consumer::Create(consumer_bus.get(), CopyIdentity(*keys.consumer), consumer_trust)
+          : Consumer::Create(consumer_bus.get(), CopyIdentity(*keys.consumer),
+                             TrustStore::FromIdentities(keys.trusted, kEnv)));
 
   CallOptions options;
   options.end_user = kEndUser;
@@ -666,7 +702,8 @@ absl::Status WaitForChild(ChildProcess& child, std::string_view what,
   return absl::OkStatus();
 }
 
-// Waits for a router child's ops port (from its log) and a 200 on its /readyz.
+// Waits for the ops port of a child serving /readyz (a router, chasqui-crypto, chasqui-catalog),
+// from its log, and a 200 on its /readyz.
 absl::Status WaitForRouter(ChildProcess& router, int* ops_port) {
   CHASQUI_RETURN_IF_ERROR(WaitForChild(router, "ops port in its log", [&] {
     *ops_port = OpsPortFromLog(ReadFileOrEmpty(router.log_path()));
@@ -687,10 +724,23 @@ std::string ErrorList(const std::map<std::string, uint64_t>& errors) {
   return out;
 }
 
+// The phases on certificates; null when skipped.
+struct CertPhases {
+  const PhaseResult* certs = nullptr;
+  const PhaseResult* catalog = nullptr;
+  double snapshot_version = 0;  // the catalog router's, before its window
+};
+
+std::string NoiseNote(double foreign_busy_cores) {
+  return foreign_busy_cores > 0.15 ? "  (other load on this machine: figures are noisy)" : "";
+}
+
 // `quota` and `audited` are null when their phase was skipped.
 void PrintTable(const Config& config, const PhaseResult& raw, const PhaseResult& secured,
-                const PhaseResult* quota, const PhaseResult* audited) {
+                const PhaseResult* quota, const PhaseResult* audited, const CertPhases& cp) {
   std::vector<const PhaseResult*> phases = {&raw, &secured};
+  if (cp.certs != nullptr) phases.push_back(cp.certs);
+  if (cp.catalog != nullptr) phases.push_back(cp.catalog);
   if (quota != nullptr) phases.push_back(quota);
   if (audited != nullptr) phases.push_back(audited);
   std::cout << fmt::format(
@@ -707,6 +757,31 @@ void PrintTable(const Config& config, const PhaseResult& raw, const PhaseResult&
   std::cout << fmt::format("ratio secured/raw: {:.2f}   router CPU / forwarder CPU: {:.2f}\n",
                            Ratio(secured.rps, raw.rps),
                            Ratio(secured.proc_cpu_us, raw.proc_cpu_us));
+  if (cp.certs != nullptr || cp.catalog != nullptr) {
+    std::cout << "on certificates (certs, catalog): the router (--roots/--cert) and both SDK "
+                 "sides (each its own CertificateTrust, as a gateway), all enrolled through a "
+                 "real chasqui-crypto; secured, quota and audited trust a fixed file\n";
+  }
+  if (cp.certs != nullptr) {
+    const PhaseResult& c = *cp.certs;
+    std::cout << fmt::format(
+        "ratio certs/secured: {:.3f} ({:+.1f}% throughput)   certs/raw: {:.2f}   router CPU "
+        "certs/secured: {:.1f} / {:.1f} us/req; chasqui-crypto {:.1f} us/req; consumer+provider "
+        "{:.1f} / {:.1f} us/req\n",
+        Ratio(c.rps, secured.rps), 100 * (Ratio(c.rps, secured.rps) - 1), Ratio(c.rps, raw.rps),
+        c.proc_cpu_us, secured.proc_cpu_us, c.audit_cpu_us, c.bench_cpu_us, secured.bench_cpu_us);
+  }
+  if (cp.catalog != nullptr) {
+    const PhaseResult& c = *cp.catalog;
+    std::cout << fmt::format(
+        "ratio catalog/secured: {:.3f} ({:+.1f}% throughput)   catalog/raw: {:.2f}{}   router "
+        "CPU catalog/secured: {:.1f} / {:.1f} us/req; chasqui-catalog {:.1f} us/req; snapshot "
+        "version {:.0f} before the window\n",
+        Ratio(c.rps, secured.rps), 100 * (Ratio(c.rps, secured.rps) - 1), Ratio(c.rps, raw.rps),
+        cp.certs != nullptr ? fmt::format("   catalog/certs: {:.3f}", Ratio(c.rps, cp.certs->rps))
+                            : "",
+        c.proc_cpu_us, secured.proc_cpu_us, c.audit_cpu_us, cp.snapshot_version);
+  }
   if (quota != nullptr) {
     std::cout << fmt::format(
         "ratio quota/secured: {:.3f} ({:+.1f}% throughput)   quota/raw: {:.2f}   router CPU "
@@ -748,12 +823,11 @@ void PrintTable(const Config& config, const PhaseResult& raw, const PhaseResult&
       std::max(raw.foreign_busy_cores, secured.foreign_busy_cores) > 0.15
           ? "  (other load on this machine: figures are noisy)"
           : "");
-  if (audited != nullptr) {
-    std::cout << fmt::format("machine, audited: busy {:.2f}; outside this run {:.2f}{}\n",
-                             audited->machine_busy_cores, audited->foreign_busy_cores,
-                             audited->foreign_busy_cores > 0.15
-                                 ? "  (other load on this machine: figures are noisy)"
-                                 : "");
+  for (const PhaseResult* r : {cp.certs, cp.catalog, quota, audited}) {
+    if (r == nullptr) continue;
+    std::cout << fmt::format("machine, {}: busy {:.2f}; outside this run {:.2f}{}\n", r->name,
+                             r->machine_busy_cores, r->foreign_busy_cores,
+                             NoiseNote(r->foreign_busy_cores));
   }
   for (const PhaseResult* r : phases) {
     if (!r->errors.empty())
@@ -787,7 +861,7 @@ nlohmann::json PhaseJson(const PhaseResult& r) {
 }
 
 void PrintJson(const Config& config, const PhaseResult& raw, const PhaseResult& secured,
-               const PhaseResult* quota, const PhaseResult* audited) {
+               const PhaseResult* quota, const PhaseResult* audited, const CertPhases& cp) {
   nlohmann::json j = {{"payload", config.payload},
                       {"inflight", config.inflight},
                       {"seconds", config.seconds},
@@ -806,6 +880,17 @@ void PrintJson(const Config& config, const PhaseResult& raw, const PhaseResult& 
     j["quota"] = PhaseJson(*quota);  // audit_cpu_us_per_req: chasqui-quota's
     j["ratio_quota_secured"] = Ratio(quota->rps, secured.rps);
     j["ratio_quota_raw"] = Ratio(quota->rps, raw.rps);
+  }
+  if (cp.certs != nullptr) {
+    j["certs"] = PhaseJson(*cp.certs);  // audit_cpu_us_per_req: chasqui-crypto's
+    j["ratio_certs_secured"] = Ratio(cp.certs->rps, secured.rps);
+    j["ratio_certs_raw"] = Ratio(cp.certs->rps, raw.rps);
+  }
+  if (cp.catalog != nullptr) {
+    j["catalog"] = PhaseJson(*cp.catalog);  // audit_cpu_us_per_req: chasqui-catalog's
+    j["catalog_snapshot_version"] = cp.snapshot_version;
+    j["ratio_catalog_secured"] = Ratio(cp.catalog->rps, secured.rps);
+    j["ratio_catalog_raw"] = Ratio(cp.catalog->rps, raw.rps);
   }
   if (audited != nullptr) {
     j["audited"] = PhaseJson(*audited);
@@ -878,6 +963,355 @@ absl::StatusOr<PhaseResult> RunQuota(const Config& config, const std::string& ur
   return phase;
 }
 
+// ---- On certificates (issue 3) and with the catalog (issue 4) ----
+//
+// The platform's trust set up the way deploy/local-backbone.sh does it, from the same
+// binaries: `chasqui-crypto init` (the root ceremony, at the "interactive" KDF cost as in the
+// demo), one-time tokens from `chasqui-crypto token`, `chasqui enrol` for each key, and for the
+// catalog phase `chasqui-catalog init/enrol/serve` and the catalog story told with
+// `chasqui catalog <verb>` by the people's own keys. Keys are made in this process, as
+// `chasqui keygen` makes them (GenerateIdentity, WriteIdentity).
+
+constexpr auto kCommandBound = std::chrono::seconds(30);
+constexpr char kOperatorEntity[] = "agetic";
+
+struct Command {
+  std::string name;
+  std::vector<std::string> argv;
+  std::string log;
+};
+
+// Runs `commands` side by side, each to its end (all within kCommandBound), output appended to
+// its log. FailedPrecondition with the output of the first that does not exit 0.
+absl::Status RunToEnd(const std::vector<Command>& commands) {
+  std::vector<std::unique_ptr<ChildProcess>> children;
+  for (const Command& c : commands) {
+    CHASQUI_ASSIGN_OR_RETURN(auto child, ChildProcess::Start(c.name, c.argv, c.log));
+    children.push_back(std::move(child));
+  }
+  const auto deadline = SteadyClock::now() + kCommandBound;
+  for (auto& child : children) {
+    while (child->Running()) {
+      if (SteadyClock::now() >= deadline) {
+        return absl::DeadlineExceededError(fmt::format("{}: not done after {} s; its output:\n{}",
+                                                       child->name(), kCommandBound.count(),
+                                                       child->LogTail()));
+      }
+      if (!SleepUntil(SteadyClock::now() + kPoll)) return Interrupted();
+    }
+    if (child->ExitDescription() != "exit 0") {
+      return absl::FailedPreconditionError(fmt::format(
+          "{} failed ({}); its output:\n{}", child->name(), child->ExitDescription(),
+          child->LogTail()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// A key that gets its certificate from chasqui-crypto with a one-time token.
+struct Enrolee {
+  std::string entity;
+  Role role = Role::kEntity;
+  std::string subject;  // people only
+  std::string key, cert;
+};
+
+// The crypto service (and, when followed, the catalog) with everything they were told.
+struct Pki {
+  std::string crypto_data, roots, root_passphrase;
+  std::string catalog_data, catalog_passphrase, nta;
+  Enrolee router, consumer, provider;
+  Enrolee op, provider_mae, provider_manager, consumer_mae, consumer_manager;  // people
+  std::unique_ptr<ChildProcess> crypto, catalog;  // catalog: null unless followed
+  double setup_s = 0, story_s = 0;
+};
+
+// 32 random bytes, hex, into a 0600 file (a passphrase nobody types: the demo's way).
+absl::Status WriteSecretFile(const std::string& path) {
+  unsigned char bytes[32];
+  randombytes_buf(bytes, sizeof bytes);
+  char hex[2 * sizeof bytes + 1];
+  sodium_bin2hex(hex, sizeof hex, bytes, sizeof bytes);
+  sodium_memzero(bytes, sizeof bytes);
+  absl::Status s = WriteFileDurably(path, std::string_view(hex, 2 * sizeof bytes), 0600,
+                                    /*replace=*/true);
+  sodium_memzero(hex, sizeof hex);
+  return s;
+}
+
+// `chasqui-crypto token` for `who`, read from its output (a file removed at once). Called while
+// the bench holds the crypto store (before `serve`), so each token goes straight into it.
+absl::StatusOr<std::string> IssueToken(const Config& config, const Pki& pki, TempDir& dir,
+                                       const std::string& entity, std::string_view role,
+                                       const std::string& subject) {
+  const std::string out = dir.File("pki/token.out");
+  std::vector<std::string> argv = {config.crypto_bin, "token", "--data", pki.crypto_data,
+                                   "--entity", entity, "--role", std::string(role), "--env", kEnv};
+  if (!subject.empty()) argv.insert(argv.end(), {"--subject", subject});
+  std::error_code ec;
+  std::filesystem::remove(out, ec);
+  absl::Status ran = RunToEnd({{"chasqui-crypto token", argv, out}});
+  std::string text = ReadFileOrEmpty(out);
+  std::filesystem::remove(out, ec);
+  CHASQUI_RETURN_IF_ERROR(ran);
+  constexpr std::string_view kMarker = "token: ";
+  const size_t at = text.find(kMarker);
+  if (at == std::string::npos) {
+    return absl::InternalError(fmt::format("chasqui-crypto token for {}: no token in its output",
+                                           entity));
+  }
+  const size_t end = text.find('\n', at);
+  std::string token = text.substr(at + kMarker.size(), end - at - kMarker.size());
+  sodium_memzero(text.data(), text.size());
+  return token;
+}
+
+// Root ceremony, keys, tokens, the crypto service, every enrolment; with `with_catalog` the
+// catalog too (key, enrolment, service) and its story: both entities adhered, the provider's
+// `echo` published, the consumer's access approved in `test`, its end user registered.
+absl::StatusOr<std::unique_ptr<Pki>> StartPki(const Config& config, const std::string& url,
+                                              TempDir& dir, bool with_catalog) {
+  const auto started = SteadyClock::now();
+  auto pki = std::make_unique<Pki>();
+  const std::string base = dir.File("pki");
+  std::error_code ec;
+  std::filesystem::create_directories(base + "/keys", ec);
+  if (ec) return absl::InternalError(fmt::format("cannot create {}/keys: {}", base, ec.message()));
+  pki->crypto_data = base + "/crypto";
+  pki->roots = pki->crypto_data + "/roots.json";
+  pki->root_passphrase = base + "/root.passphrase";
+  pki->catalog_data = base + "/catalog";
+  pki->catalog_passphrase = base + "/catalog.passphrase";
+  pki->nta = base + "/nta.txt";
+  CHASQUI_RETURN_IF_ERROR(WriteSecretFile(pki->root_passphrase));
+  std::vector<Command> init = {{"chasqui-crypto init",
+                                {config.crypto_bin, "init", "--data", pki->crypto_data,
+                                 "--passphrase-file", pki->root_passphrase, "--kdf", "interactive"},
+                                dir.File("crypto-init.log")}};
+  if (with_catalog) {
+    CHASQUI_RETURN_IF_ERROR(WriteSecretFile(pki->catalog_passphrase));
+    init.push_back({"chasqui-catalog init",
+                    {config.catalog_bin, "init", "--data", pki->catalog_data, "--passphrase-file",
+                     pki->catalog_passphrase, "--kdf", "interactive"},
+                    dir.File("catalog-init.log")});
+  }
+  CHASQUI_RETURN_IF_ERROR(RunToEnd(init));
+
+  auto make = [&](Enrolee& e, std::string entity, Role role, std::string subject) -> absl::Status {
+    e.entity = std::move(entity);
+    e.role = role;
+    e.subject = std::move(subject);
+    const std::string name = e.subject.empty() ? e.entity : e.entity + "." + e.subject;
+    e.key = fmt::format("{}/keys/{}.{}.key", base, name, kEnv);
+    e.cert = fmt::format("{}/keys/{}.{}.cert", base, name, kEnv);
+    return WriteIdentity(e.key, GenerateIdentity(e.entity, kEnv, role));
+  };
+  CHASQUI_RETURN_IF_ERROR(make(pki->router, "router", Role::kRouter, ""));
+  CHASQUI_RETURN_IF_ERROR(make(pki->consumer, kConsumer, Role::kEntity, ""));
+  CHASQUI_RETURN_IF_ERROR(make(pki->provider, kProvider, Role::kEntity, ""));
+  std::vector<Enrolee*> enrolees = {&pki->router, &pki->consumer, &pki->provider};
+  if (with_catalog) {
+    CHASQUI_RETURN_IF_ERROR(make(pki->op, kOperatorEntity, Role::kOperator, "operator"));
+    CHASQUI_RETURN_IF_ERROR(make(pki->provider_mae, kProvider, Role::kMae, "mae"));
+    CHASQUI_RETURN_IF_ERROR(make(pki->provider_manager, kProvider, Role::kManager, "manager"));
+    CHASQUI_RETURN_IF_ERROR(make(pki->consumer_mae, kConsumer, Role::kMae, "mae"));
+    CHASQUI_RETURN_IF_ERROR(make(pki->consumer_manager, kConsumer, Role::kManager, "manager"));
+    enrolees.insert(enrolees.end(), {&pki->op, &pki->provider_mae, &pki->provider_manager,
+                                     &pki->consumer_mae, &pki->consumer_manager});
+  }
+
+  // Tokens into 0600 files, handed to `chasqui enrol` by file (never on a command line); the
+  // catalog's goes on its command line, as chasqui-catalog enrol takes it.
+  std::vector<Command> enrol;
+  std::vector<std::string> token_files;
+  for (Enrolee* e : enrolees) {
+    CHASQUI_ASSIGN_OR_RETURN(std::string token,
+                             IssueToken(config, *pki, dir, e->entity, RoleName(e->role),
+                                        e->subject));
+    const std::string file = e->key + ".token";
+    absl::Status written = WriteFileDurably(file, token, 0600, /*replace=*/true);
+    sodium_memzero(token.data(), token.size());
+    CHASQUI_RETURN_IF_ERROR(written);
+    token_files.push_back(file);
+    std::vector<std::string> argv = {config.cli_bin, "enrol", "--nats", url, "--key", e->key,
+                                     "--token-file", file, "--role",
+                                     std::string(RoleName(e->role)), "--roots", pki->roots,
+                                     "--out", e->cert};
+    if (!e->subject.empty()) argv.insert(argv.end(), {"--subject", e->subject});
+    enrol.push_back({"chasqui enrol " + std::filesystem::path(e->key).filename().string(),
+                     std::move(argv), dir.File("enrol.log")});
+  }
+  if (with_catalog) {
+    CHASQUI_ASSIGN_OR_RETURN(std::string token,
+                             IssueToken(config, *pki, dir, "catalog", "catalog", ""));
+    enrol.push_back({"chasqui-catalog enrol",
+                     {config.catalog_bin, "enrol", "--data", pki->catalog_data,
+                      "--passphrase-file", pki->catalog_passphrase, "--env", kEnv, "--token",
+                      token, "--nats", url},
+                     dir.File("catalog-enrol.log")});
+  }
+
+  CHASQUI_ASSIGN_OR_RETURN(
+      pki->crypto,
+      ChildProcess::Start("crypto",
+                          {config.crypto_bin, "serve", "--data", pki->crypto_data,
+                           "--passphrase-file", pki->root_passphrase, "--env", kEnv, "--nats",
+                           url, "--ops-port", "0"},
+                          dir.File("crypto.log")));
+  int crypto_ops = 0;
+  CHASQUI_RETURN_IF_ERROR(WaitForRouter(*pki->crypto, &crypto_ops));
+  absl::Status enrolled = RunToEnd(enrol);
+  for (const std::string& f : token_files) std::filesystem::remove(f, ec);
+  CHASQUI_RETURN_IF_ERROR(enrolled);
+  pki->setup_s = std::chrono::duration<double>(SteadyClock::now() - started).count();
+  std::cerr << fmt::format(
+      "chasqui-bench: certificates: root ceremony, {} keys enrolled with one-time tokens through "
+      "chasqui-crypto ({:.1f} s)\n",
+      enrolees.size() + (with_catalog ? 1 : 0), pki->setup_s);
+  if (!with_catalog) return pki;
+
+  const auto story_start = SteadyClock::now();
+  CHASQUI_RETURN_IF_ERROR(WriteFileDurably(
+      pki->nta, "Norma Tecnica de Adhesion (benchmark): each entity answers what it publishes.\n",
+      0644, /*replace=*/true));
+  CHASQUI_ASSIGN_OR_RETURN(
+      pki->catalog,
+      ChildProcess::Start("catalog",
+                          {config.catalog_bin, "serve", "--data", pki->catalog_data,
+                           "--passphrase-file", pki->catalog_passphrase, "--anchors", pki->roots,
+                           "--nta-file", pki->nta, "--env", kEnv, "--nats", url, "--ops-port",
+                           "0"},
+                          dir.File("catalog.log")));
+  int catalog_ops = 0;
+  CHASQUI_RETURN_IF_ERROR(WaitForRouter(*pki->catalog, &catalog_ops));
+  // Each step needs the one before it: one at a time.
+  auto told = [&](const Enrolee& who, std::vector<std::string> verb) -> absl::Status {
+    std::vector<std::string> argv = {config.cli_bin, "catalog"};
+    argv.insert(argv.end(), verb.begin(), verb.end());
+    argv.insert(argv.end(), {"--key", who.key, "--cert", who.cert, "--nats", url});
+    return RunToEnd({{"chasqui catalog " + verb.front(), argv, dir.File("story.log")}});
+  };
+  CHASQUI_RETURN_IF_ERROR(
+      told(pki->op, {"register_entity", "--id", kProvider, "--name", "bench provider"}));
+  CHASQUI_RETURN_IF_ERROR(
+      told(pki->op, {"register_entity", "--id", kConsumer, "--name", "bench consumer"}));
+  CHASQUI_RETURN_IF_ERROR(
+      told(pki->provider_mae, {"adhere", "--entity", kProvider, "--nta", pki->nta}));
+  CHASQUI_RETURN_IF_ERROR(
+      told(pki->consumer_mae, {"adhere", "--entity", kConsumer, "--nta", pki->nta}));
+  // A private service (access needs the provider's approval); the default quota is not
+  // enforced here (no --quota on this router).
+  CHASQUI_RETURN_IF_ERROR(told(
+      pki->provider_manager,
+      {"submit", "--provider", kProvider, "--name", kService, "--version", "1.0.0",
+       "--description", "echoes the request body", "--classification", "private",
+       "--legal-basis", "benchmark", "--rate", "1000000", "--burst", "1000000"}));
+  CHASQUI_RETURN_IF_ERROR(
+      told(pki->op, {"publish", "--provider", kProvider, "--service", kService}));
+  CHASQUI_RETURN_IF_ERROR(told(
+      pki->consumer_manager,
+      {"request_access", "--consumer", kConsumer, "--provider", kProvider, "--service", kService,
+       "--justification", "benchmark", "--legal-basis", "benchmark"}));
+  CHASQUI_RETURN_IF_ERROR(
+      told(pki->provider_manager,
+           {"approve", "--consumer", kConsumer, "--provider", kProvider, "--service", kService}));
+  CHASQUI_RETURN_IF_ERROR(told(pki->consumer_manager, {"register_end_user", "--consumer",
+                                                       kConsumer, "--user", kEndUser}));
+  pki->story_s = std::chrono::duration<double>(SteadyClock::now() - story_start).count();
+  std::cerr << fmt::format(
+      "chasqui-bench: catalog: {} and {} adhered, {}/{} published, access approved in {}, end "
+      "user {} registered ({:.1f} s)\n",
+      kProvider, kConsumer, kProvider, kService, kEnv, kEndUser, pki->story_s);
+  return pki;
+}
+
+// The consumer and provider on certificates, as two gateways are: each its own key and
+// certificate, and its own CertificateTrust (the crypto service's directory and revocation
+// lists, verified against the pinned roots) on its own connection.
+absl::StatusOr<Keys> CertifiedKeys(const Pki& pki) {
+  const int64_t now = SystemClock().NowUnixMillis();
+  CHASQUI_ASSIGN_OR_RETURN(auto consumer, LoadKeyAndTrust(pki.consumer.key, pki.roots,
+                                                          pki.consumer.cert, "", kEnv, now));
+  CHASQUI_ASSIGN_OR_RETURN(auto provider, LoadKeyAndTrust(pki.provider.key, pki.roots,
+                                                          pki.provider.cert, "", kEnv, now));
+  Keys keys;
+  keys.consumer.emplace(std::move(consumer.identity));
+  keys.provider.emplace(std::move(provider.identity));
+  const std::map<std::string, std::string> own = {{kConsumer, consumer.own_certificate},
+                                                  {kProvider, provider.own_certificate}};
+  keys.trust_for = [anchors = consumer.anchors, own](
+                       Bus* bus, const std::string& entity)
+      -> absl::StatusOr<std::shared_ptr<TrustSource>> {
+    CertificateTrustOptions options;
+    options.entity = entity;
+    options.env = kEnv;
+    options.own_certificate = own.at(entity);
+    CHASQUI_ASSIGN_OR_RETURN(auto trust,
+                             CertificateTrust::Start(bus, anchors, std::move(options), nullptr));
+    return std::shared_ptr<TrustSource>(std::move(trust));
+  };
+  return keys;
+}
+
+// `args` (a secured router's) with the router on certificates: --roots and --cert for its own
+// enrolled key instead of --trust; `catalog` adds --catalog.
+std::vector<std::string> CertificateRouterArgs(std::vector<std::string> args, const Pki& pki,
+                                               const std::string& id, bool catalog) {
+  auto value_of = [&](std::string_view flag) {
+    return std::find(args.begin(), args.end(), flag) + 1;
+  };
+  if (const auto trust = std::find(args.begin(), args.end(), "--trust");
+      trust != args.end() && trust + 1 != args.end()) {
+    args.erase(trust, trust + 2);
+  }
+  *value_of("--key") = pki.router.key;
+  *value_of("--id") = id;
+  args.insert(args.end(), {"--roots", pki.roots, "--cert", pki.router.cert});
+  if (catalog) args.push_back("--catalog");
+  return args;
+}
+
+// The secured phase through a router on certificates (`catalog`: following chasqui-catalog
+// too, with its first snapshot in place before anything is measured). `snapshot_version` gets
+// the router's catalog snapshot version.
+absl::StatusOr<PhaseResult> RunOnCertificates(const Config& config, const std::string& url,
+                                              const std::string& payload, const Keys& keys,
+                                              const std::vector<std::string>& router_args,
+                                              const Pki& pki, TempDir& dir, bool catalog,
+                                              ChildProcess& forwarder, ChildProcess& nats,
+                                              double* snapshot_version) {
+  const std::string name = catalog ? "catalog" : "certs";
+  CHASQUI_ASSIGN_OR_RETURN(
+      auto router,
+      ChildProcess::Start("router",
+                          CertificateRouterArgs(router_args, pki,
+                                                std::string(kRouterId) + "-" + name, catalog),
+                          dir.File("router-" + name + ".log")));
+  int ops_port = 0;
+  CHASQUI_RETURN_IF_ERROR(WaitForRouter(*router, &ops_port));
+  if (catalog) {
+    // The router loads the snapshot before it serves; its gauges follow within a tick.
+    CHASQUI_RETURN_IF_ERROR(WaitForChild(*router, "catalog snapshot in its metrics", [&] {
+      auto scrape = RouterScrape::Get(ops_port);
+      if (!scrape.ok()) return false;
+      *snapshot_version = scrape->Sum("chasqui_router_catalog_snapshot_version");
+      return *snapshot_version > 0 &&
+             scrape->Sum("chasqui_router_catalog_snapshot_age_seconds") >= 0;
+    }));
+  }
+  ChildProcess* service = catalog ? pki.catalog.get() : pki.crypto.get();
+  auto phase = RunSecured(config, url, payload, keys, ops_port, *router, forwarder, nats, name,
+                          service);
+  if (!phase.ok() && !absl::IsCancelled(phase.status())) {
+    return absl::Status(phase.status().code(),
+                        fmt::format("{} phase: {}\nrouter log:\n{}\n{} log:\n{}", name,
+                                    MessageOf(phase.status()), router->LogTail(), service->name(),
+                                    service->LogTail()));
+  }
+  router->Stop();
+  return phase;
+}
+
 // Returns the process exit code: 0 clean, 1 errors in a phase, 2 the run could not happen.
 absl::StatusOr<int> Run(Config config) {
   std::error_code ec;
@@ -894,6 +1328,16 @@ absl::StatusOr<int> Run(Config config) {
   }
   if (config.quota_bin.empty()) {
     config.quota_bin = NextTo(exe_dir, "../services/quota/chasqui-quota", "chasqui-quota");
+  }
+  if (config.crypto_bin.empty()) {
+    config.crypto_bin = NextTo(exe_dir, "../services/crypto/chasqui-crypto", "chasqui-crypto");
+  }
+  if (config.catalog_bin.empty()) {
+    config.catalog_bin =
+        NextTo(exe_dir, "../services/catalog/chasqui-catalog", "chasqui-catalog");
+  }
+  if (config.cli_bin.empty()) {
+    config.cli_bin = NextTo(exe_dir, "../services/gateway/chasqui", "chasqui");
   }
 
   CHASQUI_ASSIGN_OR_RETURN(auto dir, TempDir::Create("chasqui-bench"));
@@ -986,6 +1430,24 @@ absl::StatusOr<int> Run(Config config) {
   // Both routers would share the queue group: the untraced one leaves before the next comes.
   router->Stop();
 
+  // On certificates: the router, and both SDK sides as gateways, with a real chasqui-crypto;
+  // then the same router following a real chasqui-catalog. The services stop after them.
+  std::optional<PhaseResult> certs, catalog;
+  double snapshot_version = 0;
+  if (!config.skip_certs || !config.skip_catalog) {
+    CHASQUI_ASSIGN_OR_RETURN(auto pki, StartPki(config, url, *dir, !config.skip_catalog));
+    CHASQUI_ASSIGN_OR_RETURN(Keys certified, CertifiedKeys(*pki));
+    for (const bool follow : {false, true}) {
+      if (follow ? config.skip_catalog : config.skip_certs) continue;
+      auto phase = RunOnCertificates(config, url, payload, certified, router_args, *pki, *dir,
+                                     follow, *forwarder, *nats, &snapshot_version);
+      if (!phase.ok()) return phase.status();
+      (follow ? catalog : certs) = *std::move(phase);
+    }
+    if (pki->catalog) pki->catalog->Stop();
+    pki->crypto->Stop();
+  }
+
   std::optional<PhaseResult> quota;
   if (!config.skip_quota) {
     auto phase = RunQuota(config, url, payload, keys, router_args, *dir, *forwarder, *nats);
@@ -1022,8 +1484,10 @@ absl::StatusOr<int> Run(Config config) {
   }
   const PhaseResult* audited_ptr = audited ? &*audited : nullptr;
   const PhaseResult* quota_ptr = quota ? &*quota : nullptr;
-  PrintTable(config, *raw, *secured, quota_ptr, audited_ptr);
-  if (config.json) PrintJson(config, *raw, *secured, quota_ptr, audited_ptr);
+  const CertPhases cert_phases{certs ? &*certs : nullptr, catalog ? &*catalog : nullptr,
+                               snapshot_version};
+  PrintTable(config, *raw, *secured, quota_ptr, audited_ptr, cert_phases);
+  if (config.json) PrintJson(config, *raw, *secured, quota_ptr, audited_ptr, cert_phases);
 
   // Stop the children before the temp dir goes (they are also stopped on every error path).
   forwarder->Stop();
@@ -1032,7 +1496,8 @@ absl::StatusOr<int> Run(Config config) {
   nats->Stop();
   if (config.keep_dir) std::cout << "logs and keys kept in " << dir->path() << "\n";
   const uint64_t errors = raw->error_count + secured->error_count +
-                          (quota ? quota->error_count : 0) + (audited ? audited->error_count : 0);
+                          (quota ? quota->error_count : 0) + (audited ? audited->error_count : 0) +
+                          (certs ? certs->error_count : 0) + (catalog ? catalog->error_count : 0);
   return errors > 0 ? 1 : 0;
 }
 
@@ -1072,6 +1537,16 @@ int main(int argc, char** argv) {
   app.add_option("--quota-bin", config.quota_bin,
                  "chasqui-quota (default: ../services/quota/ next to this binary)");
   app.add_flag("--skip-quota", config.skip_quota, "leave out the phase with quotas enforced");
+  app.add_option("--crypto-bin", config.crypto_bin,
+                 "chasqui-crypto (default: ../services/crypto/ next to this binary)");
+  app.add_option("--catalog-bin", config.catalog_bin,
+                 "chasqui-catalog (default: ../services/catalog/ next to this binary)");
+  app.add_option("--cli-bin", config.cli_bin,
+                 "chasqui, the command line (default: ../services/gateway/ next to this binary)");
+  app.add_flag("--skip-certs", config.skip_certs,
+               "leave out the phase on certificates (router and SDK sides on chasqui-crypto)");
+  app.add_flag("--skip-catalog", config.skip_catalog,
+               "leave out the phase with the router following chasqui-catalog");
   CLI11_PARSE(app, argc, argv);
 
   std::signal(SIGPIPE, SIG_IGN);
@@ -1087,6 +1562,6 @@ int main(int argc, char** argv) {
       rc = chasqui::bench::g_interrupted.HasBeenNotified() ? 130 : 2;
     }
   }
-  nats_Close();
+  chasqui::CloseNatsLibrary();
   return rc;
 }

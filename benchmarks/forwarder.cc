@@ -82,6 +82,6 @@ int main(int argc, char** argv) {
   mux->reset();
   (void)b->Drain(absl::Seconds(2));
   bus->reset();
-  nats_Close();
+  chasqui::CloseNatsLibrary();
   return 0;
 }
