@@ -16,7 +16,7 @@
 # CHASQUI_SIN_GATEWAY_PORT (8080), CHASQUI_SEGIP_GATEWAY_PORT (8090), CHASQUI_REGISTRY_PORT (8081),
 # CHASQUI_SIN_GATEWAY_OPS_PORT (9102), CHASQUI_SEGIP_GATEWAY_OPS_PORT (9103),
 # CHASQUI_AUDIT_OPS_PORT (9104), CHASQUI_CRYPTO_OPS_PORT (9105), CHASQUI_CATALOG_OPS_PORT (9106),
-# CHASQUI_QUOTA_OPS_PORT (9107).
+# CHASQUI_QUOTA_OPS_PORT (9107), CHASQUI_NATS_TLS (1: TLS-only bus with a local CA in $DATA/tls; 0: plain).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -26,7 +26,14 @@ case "$BUILD_DIR" in /*) ;; *) BUILD_DIR="$ROOT/$BUILD_DIR" ;; esac
 ENV_NAME=${CHASQUI_ENV:-test}
 NATS_PORT=${CHASQUI_NATS_PORT:-4222}
 OPS_PORT=${CHASQUI_ROUTER_OPS_PORT:-9101}
+# CHASQUI_NATS_TLS=1 makes the bus TLS-only: a local CA (deploy/tls-ca.sh, under $DATA/tls)
+# signs nats-server's certificate, and every process trusts that CA (--nats-ca).
+NATS_TLS=${CHASQUI_NATS_TLS:-1}
+TLS_DIR="$DATA/tls"
+NATS_CA="$TLS_DIR/ca.crt"
 NATS_URL="nats://127.0.0.1:$NATS_PORT"
+NATS_CA_FLAGS=""
+if [ "$NATS_TLS" = 1 ]; then NATS_URL="tls://127.0.0.1:$NATS_PORT" NATS_CA_FLAGS="--nats-ca $NATS_CA"; fi
 # A local backbone runs on one clock: a short freshness window keeps the router's startup
 # hold (window plus skew, its replay protection after a start) at 10 s.
 WINDOW_MS=${CHASQUI_FRESHNESS_WINDOW_MS:-5000}
@@ -121,7 +128,7 @@ keys() {
   done
   [ -f "$KEYS/router.$ENV_NAME.key" ] ||
     "$CHASQUI" keygen --entity router --role router --env "$ENV_NAME" --out "$KEYS" >/dev/null
-  # The audit service signs the trace's checkpoints with its own key.
+  # The audit service's key: it asks the crypto service to sign the trace's checkpoints.
   [ -f "$KEYS/audit.$ENV_NAME.key" ] ||
     "$CHASQUI" keygen --role audit --env "$ENV_NAME" --out "$KEYS" >/dev/null
   # mallory has keys the platform never certified and no user on the bus: the refused request.
@@ -161,18 +168,30 @@ nats_config() {
   # as their entity), one for the routers, one per platform service, each allowed only its own
   # subjects; passwords in 0600 files, bcrypt in the config. A data directory from an older
   # version lacks users for newer parts: remake them all.
-  local force=""
+  # With CHASQUI_NATS_TLS=1, TLS only: the local CA and nats-server's certificate (kept across
+  # runs), named in the config's tls block; a config whose TLS does not match is remade.
+  local force="" tls_flags=""
+  if [ "$NATS_TLS" = 1 ]; then
+    step "tls: local CA and nats-server's certificate ($TLS_DIR, keys mode 0600)" \
+      ./deploy/tls-ca.sh "$TLS_DIR"
+    tls_flags="--tls-cert $TLS_DIR/server.crt --tls-key $TLS_DIR/server.key"
+  fi
   if [ -f "$DATA/nats.conf" ] && ! grep -q "quota.$ENV_NAME" "$DATA/nats.conf"; then force=--force; fi
+  local had_tls=0
+  if [ -f "$DATA/nats.conf" ] && grep -q "^tls {" "$DATA/nats.conf"; then had_tls=1; fi
+  if [ -f "$DATA/nats.conf" ] && [ "$had_tls" != "$NATS_TLS" ]; then force=--force; fi
   if [ ! -f "$DATA/nats.conf" ] || [ -n "$force" ]; then
     step "nats-config: users for routers, agetic, segip, sin, crypto, catalog, quota, audit" \
       "$CHASQUI" nats-config --env "$ENV_NAME" --router --entity agetic --entity segip --entity sin \
       --service crypto --service catalog --service quota --service audit \
-      --out "$DATA/nats.conf" --secrets-dir "$KEYS/nats" --listen "127.0.0.1:$NATS_PORT" $force
+      --out "$DATA/nats.conf" --secrets-dir "$KEYS/nats" --listen "127.0.0.1:$NATS_PORT" \
+      $tls_flags $force
   fi
 }
 
 nats_login() {  # nats_login USER: the flags that log USER's process into the bus (<entity>.<env>)
-  echo --nats "$NATS_URL" --nats-user "$1.$ENV_NAME" --nats-password-file "$KEYS/nats/$1.$ENV_NAME.password"
+  echo --nats "$NATS_URL" $NATS_CA_FLAGS --nats-user "$1.$ENV_NAME" \
+    --nats-password-file "$KEYS/nats/$1.$ENV_NAME.password"
 }
 
 token_to() {  # token_to FILE ENTITY ROLE [SUBJECT]: a one-time token into FILE (0600), not shown
@@ -318,8 +337,10 @@ up() {
     $(nats_login quota) --ops-port "$QUOTA_OPS_PORT"
   # The trace first: the router relays no reply whose record is not durable.
   # shellcheck disable=SC2046
+  # Its checkpoints are signed by the crypto service, asked with the audit's enrolled key.
   start audit "$AUDIT" serve --env "$ENV_NAME" --data "$DATA/audit" --anchors "$ROOTS" \
-    --checkpoint-key "$KEYS/audit.$ENV_NAME.key" $(nats_login audit) --ops-port "$AUDIT_OPS_PORT"
+    --checkpoint-signer crypto --checkpoint-key "$KEYS/audit.$ENV_NAME.key" \
+    --checkpoint-cert "$CERTS/audit.$ENV_NAME.cert" $(nats_login audit) --ops-port "$AUDIT_OPS_PORT"
   ready quota "$QUOTA_OPS_PORT"
   ready audit "$AUDIT_OPS_PORT"
   # shellcheck disable=SC2046
@@ -403,7 +424,7 @@ demo() {
   "$CHASQUI" trust --out "$DATA/mallory-trust.json" "$KEYS/mallory.$ENV_NAME.pub" >/dev/null
   "$CHASQUI" call --key "$KEYS/mallory.$ENV_NAME.key" --trust "$DATA/mallory-trust.json" \
     --provider segip --service persona_consulta --end-user ana.perez --purpose demo \
-    --body '{"ci":"4567890"}' --nats "$NATS_URL" ||
+    --body '{"ci":"4567890"}' --nats "$NATS_URL" $NATS_CA_FLAGS ||
     echo "-> refused by nats-server: mallory has no user on the bus"
   say "6. a service segip publishes but never granted to sin"
   ask certificado_defuncion '{"ci":"4567890"}' -H "Authorization: Bearer $key" -H "X-Chasqui-End-User: ana.perez"
@@ -439,7 +460,7 @@ demo() {
   say "what the audit service made durable before each reply was released"
   curl -s "http://127.0.0.1:$AUDIT_OPS_PORT/metrics" |
     grep -E '^chasqui_audit_(records_appended_total\{outcome="durable"\}|chain_length)' || true
-  echo "(stop the backbone, then: $AUDIT query --data $DATA/audit  and  $AUDIT verify --data $DATA/audit --env $ENV_NAME --roots $ROOTS --signer-cert $CERTS/audit.$ENV_NAME.cert)"
+  echo "(stop the backbone, then: $AUDIT query --data $DATA/audit  and  $AUDIT verify --data $DATA/audit --env $ENV_NAME --roots $ROOTS)"
   say "the router's log"
   tail -n 4 "$LOGS/router.log"
   echo
