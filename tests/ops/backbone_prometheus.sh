@@ -34,20 +34,13 @@ fail() {
   exit 1
 }
 
-find_bin() {  # find_bin NAME PACKAGE
-  local d
-  if command -v "$1" >/dev/null 2>&1; then command -v "$1"; return 0; fi
-  for d in /usr/sbin /usr/bin /usr/local/sbin /usr/local/bin; do
-    if [ -x "$d/$1" ]; then echo "$d/$1"; return 0; fi
-  done
-  echo "FAIL: $1 not found: install Debian's package $2 (./deploy/install-deps.sh)" >&2
-  return 1
-}
+# find_bin, free_port, prom_query and $PYTHON, shared with prometheus_test.sh.
+# shellcheck source=tests/ops/prom_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/prom_lib.sh"
 
 PROMETHEUS=$(find_bin prometheus prometheus)
 PROMTOOL=$(find_bin promtool prometheus)
 find_bin curl curl >/dev/null
-if [ -x /usr/bin/python3 ]; then PYTHON=/usr/bin/python3; else PYTHON=$(find_bin python3 python3); fi
 
 # The default ops port of each part (deploy/prometheus/prometheus.yml) and the port this
 # backbone uses.
@@ -101,10 +94,6 @@ if [ -n "$DEMO_OUT" ]; then
   echo "demo burst: $BURST_OK served, $BURST_429 refused over quota"
 fi
 
-# ------------------------------------------------------------------ configuration
-free_port() {
-  "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 PROM_PORT=$(free_port)
 PROM_URL="http://127.0.0.1:$PROM_PORT"
 port_map=""
@@ -174,18 +163,6 @@ if len(t) != want or down:
 wait_for 30 "every target to be up" targets_up
 echo "ok: all $NTARGETS targets up"
 
-# ------------------------------------------------------------------ assertions
-# prom_query EXPR: the value of the single sample EXPR returns, "none" if none, "many:N".
-prom_query() {
-  curl -sfG --max-time 5 "$PROM_URL/api/v1/query" --data-urlencode "query=$1" |
-    "$PYTHON" -c '
-import json, sys
-d = json.load(sys.stdin)
-if d.get("status") != "success":
-    sys.exit("query failed: %s" % d)
-r = d["data"]["result"]
-print("none" if not r else r[0]["value"][1] if len(r) == 1 else "many:%d" % len(r))'
-}
 
 FAILURES=0
 # expect EXPR WANT [SECONDS]: waits (bounded) until EXPR gives WANT; records a failure naming

@@ -20,22 +20,9 @@ fail() {
   exit 1
 }
 
-find_bin() {  # find_bin NAME PACKAGE: prints the path, or fails naming the package to install
-  local name=$1 pkg=$2 d
-  if command -v "$name" >/dev/null 2>&1; then
-    command -v "$name"
-    return 0
-  fi
-  for d in /usr/sbin /usr/bin /usr/local/sbin /usr/local/bin /sbin /bin; do
-    if [ -x "$d/$name" ]; then
-      echo "$d/$name"
-      return 0
-    fi
-  done
-  echo "FAIL: $name not found on PATH or in /usr/sbin, /usr/bin, /usr/local/*: install Debian's" \
-    "package $pkg (./deploy/install-deps.sh)" >&2
-  return 1
-}
+# find_bin, free_port, prom_query and $PYTHON, shared with backbone_prometheus.sh.
+# shellcheck source=tests/ops/prom_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/prom_lib.sh"
 
 usage() {
   sed -n '2,10p' "$0" >&2
@@ -48,8 +35,6 @@ REPO=$(cd "$2" && pwd) || fail "repository root $2 not found"
 PROM_DIR="$REPO/deploy/prometheus"
 GRAFANA_DIR="$REPO/deploy/grafana"
 PROMTOOL=$(find_bin promtool prometheus)
-# The system's python3 first: a version manager's shim on PATH costs a fraction of a second a call.
-if [ -x /usr/bin/python3 ]; then PYTHON=/usr/bin/python3; else PYTHON=$(find_bin python3 python3); fi
 
 # ------------------------------------------------------------------------------------- rules
 rules() {
@@ -134,24 +119,9 @@ wait_for() {  # wait_for SECONDS DESCRIPTION PROCESS CMD...: polls CMD until it 
   fail "timed out after ${secs}s waiting for $what"
 }
 
-free_port() {
-  "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 PROM_URL=""
 
-# prom_query EXPR: prints the value of the single sample EXPR returns, "none" if it returns
-# nothing, "many:N" if it returns N samples; fails if the query fails.
-prom_query() {
-  curl -sfG --max-time 5 "$PROM_URL/api/v1/query" --data-urlencode "query=$1" |
-    "$PYTHON" -c '
-import json, sys
-d = json.load(sys.stdin)
-if d.get("status") != "success":
-    sys.exit("query failed: %s" % d)
-r = d["data"]["result"]
-print("none" if not r else r[0]["value"][1] if len(r) == 1 else "many:%d" % len(r))'
-}
 
 expect_value() {  # expect_value EXPR WANT [SECONDS]: waits (bounded) until EXPR gives WANT
   local expr=$1 want=$2 secs=${3:-15} got=""
