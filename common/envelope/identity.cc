@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include "chasqui/v1/crypto.pb.h"
 #include "common/core/files.h"
@@ -326,8 +327,13 @@ TrustStore TrustStore::FromIdentities(std::vector<PublicIdentity> identities, st
   t.env_ = std::string(env);
   for (PublicIdentity& p : identities) {
     if (p.env != t.env_) continue;
-    uint64_t& best = t.by_name_[{p.entity, p.role}];
-    if (p.serial > best) best = p.serial;
+    auto [it, fresh] = t.by_name_.try_emplace({p.entity, p.role}, p.serial);
+    if (!fresh) {
+      const PublicIdentity& best = t.by_serial_.at(it->second);
+      if (std::pair(p.not_before_ms, p.serial) > std::pair(best.not_before_ms, best.serial)) {
+        it->second = p.serial;
+      }
+    }
     t.by_serial_.emplace(p.serial, std::move(p));
   }
   return t;

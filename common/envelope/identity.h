@@ -43,6 +43,8 @@ struct PublicIdentity {
   SignPublicKey sign_pk{};
   KxPublicKey kx_pk{};  // all zero for people (has_kx false)
   bool has_kx = true;   // false exactly for people
+  // From a certificate: when it became valid (Unix ms). 0 for a trust file's entries.
+  int64_t not_before_ms = 0;
 };
 
 struct Identity {
@@ -82,8 +84,9 @@ class TrustStore {
 
   // nullptr if the serial is unknown or belongs to another environment.
   const PublicIdentity* BySerial(uint64_t serial) const;
-  // The identity with `role` for `entity` in this environment; with several (a rotation, which
-  // the trust issue brings), the one with the highest serial.
+  // The identity with `role` for `entity` in this environment; with several (a rotation's
+  // overlap), the newest: the latest not_before_ms, then (trust files, where it is 0) the
+  // highest serial. Serials are random: the newest key is not the one with the highest serial.
   const PublicIdentity* Find(std::string_view entity, Role role) const;
   const std::string& env() const { return env_; }
   size_t size() const { return by_serial_.size(); }

@@ -171,6 +171,7 @@ absl::StatusOr<PublicIdentity> ToPublicIdentity(const VerifiedCertificate& cert)
   p.env = cert.env;
   p.sign_pk = cert.sign_pk;
   p.kx_pk = cert.kx_pk;
+  p.not_before_ms = cert.not_before_ms;
   return p;
 }
 

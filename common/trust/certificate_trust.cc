@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "common/core/files.h"
 #include "common/core/log.h"
 #include "common/core/status.h"
@@ -520,6 +521,27 @@ absl::Status CertificateTrust::Refresh() {
       s = FetchCertificates(std::move(req));
     }
     if (!s.ok() && first.ok()) first = s;
+  }
+  // The peers asked about before (a provider called: FetchEntity): a new key of theirs (a
+  // rotation's overlap) is learnt here, so a consumer seals for it within one refresh interval
+  // rather than only once the old key is revoked. A peer's failure is not this trust's: it is
+  // retried at the next refresh, and FetchEntity reports it to the caller that needs it.
+  std::vector<std::string> peers;
+  {
+    absl::MutexLock lock(&fetch_mu_);
+    for (const auto& [key, fetch] : last_fetch_) {
+      if (!absl::StartsWith(key, "entity/")) continue;
+      std::string peer = key.substr(7);
+      if (std::find(entities.begin(), entities.end(), peer) == entities.end()) {
+        peers.push_back(std::move(peer));
+      }
+    }
+  }
+  for (const std::string& peer : peers) {
+    v1::DirectoryRequest req;
+    req.set_entity(peer);
+    absl::MutexLock lock(&fetch_mu_);
+    (void)FetchCertificates(std::move(req));
   }
   if (options_.preload_gateways) {
     absl::Status s;

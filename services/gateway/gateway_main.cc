@@ -59,6 +59,60 @@ absl::StatusOr<std::string> ReadApiKey(const std::string& path) {
   return trimmed;
 }
 
+// The entity's next key during a rotation's overlap must be an entity key of the gateway's own
+// entity and env, with another serial. Errors name the flag and the files.
+absl::StatusOr<chasqui::Identity> CheckNextKey(chasqui::Identity next,
+                                               const chasqui::PublicIdentity& mine,
+                                               const std::string& key_file,
+                                               const std::string& own_key_file) {
+  if (next.pub.role != chasqui::Role::kEntity || next.pub.entity != mine.entity ||
+      next.pub.env != mine.env) {
+    return absl::InvalidArgumentError(fmt::format(
+        "--next-key {}: holds {}'s {} key for {}; expected {}'s next entity key for {} (the "
+        "key in {} is)",
+        key_file, next.pub.entity, chasqui::RoleName(next.pub.role), next.pub.env, mine.entity,
+        mine.env, own_key_file));
+  }
+  if (next.pub.serial == mine.serial) {
+    return absl::InvalidArgumentError(fmt::format(
+        "--next-key {}: serial {} is the --key's own; give the new key enrolled for the rotation",
+        key_file, mine.serial));
+  }
+  return next;
+}
+
+// `--next-key` (with `--next-cert` on certificates, verified against the pinned roots).
+absl::StatusOr<chasqui::Identity> LoadNextKey(const std::string& key_file,
+                                              const std::string& cert_file,
+                                              const chasqui::KeyAndTrust& own,
+                                              const std::string& own_key_file) {
+  if (own.on_certificates) {
+    if (cert_file.empty()) {
+      return absl::InvalidArgumentError(
+          "--next-key: give its certificate too (--next-cert, from `chasqui enrol`)");
+    }
+    auto certified = chasqui::LoadCertifiedIdentity(key_file, cert_file, own.anchors,
+                                                    chasqui::SystemClock().NowUnixMillis());
+    if (!certified.ok()) {
+      return absl::Status(certified.status().code(),
+                          fmt::format("--next-key/--next-cert: {}",
+                                      chasqui::MessageOf(certified.status())));
+    }
+    return CheckNextKey(std::move(certified->identity), own.identity.pub, key_file,
+                        own_key_file);
+  }
+  if (!cert_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--next-cert: certificates need --roots (this gateway runs on a trust file)");
+  }
+  auto loaded = chasqui::LoadIdentity(key_file);
+  if (!loaded.ok()) {
+    return absl::Status(loaded.status().code(),
+                        fmt::format("--next-key: {}", chasqui::MessageOf(loaded.status())));
+  }
+  return CheckNextKey(*std::move(loaded), own.identity.pub, key_file, own_key_file);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -71,6 +125,8 @@ int main(int argc, char** argv) {
   std::string trust_file;
   std::string roots_file;
   std::string cert_file;
+  std::string next_key_file;
+  std::string next_cert_file;
   std::vector<uint64_t> own_serials;
   int64_t trust_refresh_s = 30;
   std::string listen = "127.0.0.1:8080";
@@ -98,6 +154,11 @@ int main(int argc, char** argv) {
                  "pinned roots (roots.json from `chasqui-crypto init`): trust certificates from "
                  "the crypto service's directory instead of a trust file; needs --cert");
   app.add_option("--cert", cert_file, "this gateway's certificate (from `chasqui enrol`)");
+  app.add_option("--next-key", next_key_file,
+                 "a key rotation's overlap: the entity's next key file; the provider side "
+                 "serves requests sealed for it as well as for --key's (needs --serve)");
+  app.add_option("--next-cert", next_cert_file,
+                 "the certificate of --next-key (from `chasqui enrol`; with --roots)");
   app.add_option("--own-serial", own_serials,
                  "another gateway certificate of this entity that it requested (the other key "
                  "during a rotation): not reported as unrequested (repeatable)");
@@ -217,6 +278,20 @@ int main(int argc, char** argv) {
         key_file, chasqui::RoleName(identity->pub.role), identity->pub.env, env, env)));
   }
   const std::string entity = identity->pub.entity;
+  std::vector<chasqui::Identity> next_keys;
+  if (!next_key_file.empty() || !next_cert_file.empty()) {
+    if (next_key_file.empty()) {
+      return Fail(absl::InvalidArgumentError("--next-cert: give the key too (--next-key)"));
+    }
+    if (options.serve.empty() && options.mock.empty()) {
+      return Fail(absl::InvalidArgumentError(
+          "--next-key: only the provider side uses it; this gateway serves nothing (--serve)"));
+    }
+    auto next = LoadNextKey(next_key_file, next_cert_file, *loaded, key_file);
+    if (!next.ok()) return Fail(next.status());
+    own_serials.push_back(next->pub.serial);  // requested, not to be reported
+    next_keys.push_back(*std::move(next));
+  }
   bus_options.name = fmt::format("chasqui-gateway-{}", entity);
   const std::string trust_text =
       on_certificates
@@ -232,6 +307,12 @@ int main(int argc, char** argv) {
       call_timeout_ms, upstream_timeout_ms, options.serve.size(), options.provider_workers,
       options.provider_queue, idempotency_ttl_s, options.idempotency.max_entries,
       options.idempotency.max_bytes, options.mock.size(), follow_catalog ? "followed" : "no");
+  if (!next_keys.empty()) {
+    CHQ_LOG_INFO("key rotation overlap: the provider side serves key serials [{}, {}] ({} and "
+                 "--next-key {}); the consumer side signs with serial {}",
+                 identity->pub.serial, next_keys.front().pub.serial, key_file, next_key_file,
+                 identity->pub.serial);
+  }
 
   chasqui::TerminationSignals signals;  // before any thread starts: they inherit the mask
 
@@ -262,7 +343,7 @@ int main(int argc, char** argv) {
     source = chasqui::FixedTrust(*std::move(trust));
   }
   auto gateway = chasqui::HttpGateway::Start(options, bus->get(), std::move(*identity), source,
-                                             registry, catalog);
+                                             registry, catalog, std::move(next_keys));
   if (!options.api_key.empty()) sodium_memzero(options.api_key.data(), options.api_key.size());
   if (!gateway.ok()) return Fail(gateway.status());
   chasqui::HttpGateway* g = gateway->get();

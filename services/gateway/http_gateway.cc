@@ -89,7 +89,8 @@ class HttpGatewayImpl final : public HttpGateway {
 
   ~HttpGatewayImpl() override { Stop(); }
 
-  absl::Status Init(const std::string& api_key, Identity identity) {
+  absl::Status Init(const std::string& api_key, Identity identity,
+                    std::vector<Identity> next_keys) {
     entity_ = identity.pub.entity;
     if (catalog_ != nullptr && catalog_->env() != env_) {
       return absl::InvalidArgumentError(
@@ -116,12 +117,15 @@ class HttpGatewayImpl final : public HttpGateway {
       provider_options.workers = options_.provider_workers;
       provider_options.queue_capacity = options_.provider_queue;
       provider_options.idempotency = options_.idempotency;
+      std::vector<Identity> provider_keys;
+      provider_keys.push_back(std::move(identity));
+      for (Identity& next : next_keys) provider_keys.push_back(std::move(next));
       provider_options.on_answered_without_handler =
           [this](const std::string& service, v1::Code code, std::string_view reason) {
             metrics_.CountAnsweredWithoutUpstream(service, reason, code);
           };
       CHASQUI_ASSIGN_OR_RETURN(
-          provider_, Provider::Create(bus_, std::move(identity), trust_, provider_options));
+          provider_, Provider::Create(bus_, std::move(provider_keys), trust_, provider_options));
       UpstreamOptions upstream_options;
       upstream_options.timeout = options_.upstream_timeout;
       upstream_options.max_answer_bytes = options_.max_body_bytes;
@@ -607,14 +611,15 @@ absl::StatusOr<std::unique_ptr<HttpGateway>> HttpGateway::Start(
 absl::StatusOr<std::unique_ptr<HttpGateway>> HttpGateway::Start(
     const HttpGatewayOptions& options, Bus* bus, Identity identity,
     std::shared_ptr<TrustSource> trust, std::shared_ptr<prometheus::Registry> registry,
-    std::shared_ptr<GatewayCatalog> catalog) {
+    std::shared_ptr<GatewayCatalog> catalog, std::vector<Identity> next_keys) {
   CHASQUI_RETURN_IF_ERROR(ValidateGatewayOptions(options));
   if (bus == nullptr) return absl::InvalidArgumentError("gateway: no bus");
   if (trust == nullptr) return absl::InvalidArgumentError("gateway: no trust source");
   try {
     auto gateway = std::make_unique<HttpGatewayImpl>(options, bus, std::move(trust),
                                                      std::move(registry), std::move(catalog));
-    CHASQUI_RETURN_IF_ERROR(gateway->Init(options.api_key, std::move(identity)));
+    CHASQUI_RETURN_IF_ERROR(
+        gateway->Init(options.api_key, std::move(identity), std::move(next_keys)));
     return std::unique_ptr<HttpGateway>(std::move(gateway));
   } catch (const std::exception& e) {
     return absl::UnavailableError(fmt::format("gateway: cannot start: {}", e.what()));

@@ -106,11 +106,13 @@ class HttpGateway {
   // The same on a changing trust source (CertificateTrust): while it refuses (a stale
   // revocation list), Ready() says why and every call, in both directions, is UNAVAILABLE.
   // With `catalog` (for trust's env; kept): see the header comment. InvalidArgument for mock
-  // services without a catalog or outside env test (CheckMockAllowed).
+  // services without a catalog or outside env test (CheckMockAllowed). `next_keys`: more keys
+  // of the entity for the provider side during a rotation's overlap (Provider::Create's
+  // checks); the consumer side signs with `identity`.
   static absl::StatusOr<std::unique_ptr<HttpGateway>> Start(
       const HttpGatewayOptions& options, Bus* bus, Identity identity,
       std::shared_ptr<TrustSource> trust, std::shared_ptr<prometheus::Registry> registry,
-      std::shared_ptr<GatewayCatalog> catalog = nullptr);
+      std::shared_ptr<GatewayCatalog> catalog = nullptr, std::vector<Identity> next_keys = {});
   // Stops (see Stop).
   virtual ~HttpGateway() = default;
 

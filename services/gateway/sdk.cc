@@ -212,8 +212,10 @@ CallResult Consumer::OnAnswer(const std::string& id, const TrustStore& trust,
     }
   }
   const bool from_router = signer != nullptr && signer->role == Role::kRouter;
+  // Any key of the provider's entity: during a rotation's overlap its gateway may answer with
+  // another key than the one this request was sealed for (the seal says whom it is for).
   const bool from_provider = signer != nullptr && signer->role == Role::kEntity &&
-                             signer->serial == provider.serial;
+                             signer->entity == provider.entity;
   // A router may answer a request it could not even parse: then in_reply_to is empty.
   const bool answers_us =
       h.in_reply_to() == id || (from_router && h.kind() == v1::KIND_ERROR && h.in_reply_to().empty());
@@ -349,6 +351,16 @@ class WorkerPool {
 
 }  // namespace
 
+struct Provider::Key {
+  Key(Identity id, const std::string& env)
+      : identity(std::move(id)),
+        session_keys(identity.kx, SessionKeyCache::Side::kServer),
+        signer(identity.sign, EnvelopeTag(env)) {}
+  const Identity identity;
+  SessionKeyCache session_keys;
+  BatchSigner signer;
+};
+
 struct Provider::ServedHandler {
   std::string service;
   Handler handler;
@@ -357,6 +369,7 @@ struct Provider::ServedHandler {
 
 struct Provider::Job {
   v1::Header request;
+  std::shared_ptr<Key> own_key;  // the provider's key the request was sealed for
   std::shared_ptr<const SessionKeys> keys;
   std::string reply_to;
   RequestContext context;
@@ -365,10 +378,10 @@ struct Provider::Job {
   IdempotencyKey key;
 };
 
-Provider::Provider(Bus* bus, Identity identity, std::shared_ptr<TrustSource> trust,
+Provider::Provider(Bus* bus, std::string entity, std::shared_ptr<TrustSource> trust,
                    ProviderOptions options, const Clock& clock)
     : bus_(bus),
-      identity_(std::move(identity)),
+      entity_(std::move(entity)),
       trust_(std::move(trust)),
       env_(trust_->env()),
       clock_(clock),
@@ -377,8 +390,15 @@ Provider::Provider(Bus* bus, Identity identity, std::shared_ptr<TrustSource> tru
       verifier_(env_, &root_cache_),
       replay_(clock, options_.freshness_window_ms),
       idempotency_(NewMemoryIdempotencyStore(options_.idempotency, clock)),
-      session_keys_(identity_.kx, SessionKeyCache::Side::kServer),
-      signer_(identity_.sign, EnvelopeTag(env_)) {}
+      keys_(std::make_shared<const KeySet>()) {}
+
+namespace {
+
+std::string SerialList(const std::vector<uint64_t>& serials) {
+  return fmt::format("{}", fmt::join(serials, ", "));
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Provider>> Provider::Create(Bus* bus, Identity identity,
                                                            TrustStore trust,
@@ -392,14 +412,40 @@ absl::StatusOr<std::unique_ptr<Provider>> Provider::Create(Bus* bus, Identity id
                                                            std::shared_ptr<TrustSource> trust,
                                                            ProviderOptions options,
                                                            const Clock& clock) {
-  CHASQUI_RETURN_IF_ERROR(CheckOwnIdentity(identity, trust.get()));
+  std::vector<Identity> identities;
+  identities.push_back(std::move(identity));
+  return Create(bus, std::move(identities), std::move(trust), std::move(options), clock);
+}
+
+absl::StatusOr<std::unique_ptr<Provider>> Provider::Create(Bus* bus,
+                                                           std::vector<Identity> identities,
+                                                           std::shared_ptr<TrustSource> trust,
+                                                           ProviderOptions options,
+                                                           const Clock& clock) {
+  if (identities.empty()) {
+    return absl::InvalidArgumentError("a provider needs at least one key of its entity");
+  }
+  CHASQUI_RETURN_IF_ERROR(CheckOwnIdentity(identities.front(), trust.get()));
   if (options.workers < 0 || options.workers > 1024) {
     return absl::InvalidArgumentError(
         fmt::format("provider workers {}: expected 0 (on the delivery thread) to 1024",
                     options.workers));
   }
-  return std::unique_ptr<Provider>(
-      new Provider(bus, std::move(identity), std::move(trust), std::move(options), clock));
+  std::unique_ptr<Provider> p(new Provider(bus, identities.front().pub.entity,
+                                           std::move(trust), std::move(options), clock));
+  KeySet keys;
+  for (Identity& identity : identities) {
+    CHASQUI_RETURN_IF_ERROR(p->CheckNewKey(identity, keys));
+    keys.push_back(std::make_shared<Key>(std::move(identity), p->env_));
+  }
+  {
+    absl::MutexLock lock(&p->keys_mu_);
+    p->keys_ = std::make_shared<const KeySet>(std::move(keys));
+  }
+  CHQ_LOG_INFO("provider {} env={} ready with key serials [{}] (answers signed with the key each "
+               "request is sealed for)",
+               p->entity_, p->env_, SerialList(p->serials()));
+  return p;
 }
 
 Provider::~Provider() {
@@ -415,12 +461,110 @@ Provider::~Provider() {
   for (auto& s : served) {
     if (s->pool) s->pool->Stop();
   }
-  signer_.Stop();
+  for (const auto& key : *Keys()) key->signer.Stop();
+}
+
+absl::Status Provider::CheckNewKey(const Identity& identity, const KeySet& held) const {
+  CHASQUI_RETURN_IF_ERROR(CheckOwnIdentity(identity, trust_.get()));
+  if (identity.pub.entity != entity_) {
+    return absl::InvalidArgumentError(
+        fmt::format("key serial {} is {}'s; this provider serves {}", identity.pub.serial,
+                    identity.pub.entity, entity_));
+  }
+  for (const auto& key : held) {
+    if (key->identity.pub.serial == identity.pub.serial) {
+      return absl::AlreadyExistsError(fmt::format(
+          "provider {} already holds key serial {}", entity_, identity.pub.serial));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Provider::AddIdentity(Identity identity) {
+  std::vector<uint64_t> now_held;
+  const uint64_t serial = identity.pub.serial;
+  {
+    absl::MutexLock lock(&keys_mu_);
+    CHASQUI_RETURN_IF_ERROR(CheckNewKey(identity, *keys_));
+    auto keys = std::make_shared<KeySet>(*keys_);
+    keys->push_back(std::make_shared<Key>(std::move(identity), env_));
+    keys_ = std::move(keys);
+    for (const auto& key : *keys_) now_held.push_back(key->identity.pub.serial);
+  }
+  CHQ_LOG_INFO("provider {} added key serial {}; serving key serials [{}]", entity_, serial,
+               SerialList(now_held));
+  return absl::OkStatus();
+}
+
+absl::Status Provider::RetireIdentity(uint64_t serial) {
+  std::shared_ptr<Key> retired;  // destroyed (its signer stopped) outside the lock
+  std::vector<uint64_t> now_held;
+  {
+    absl::MutexLock lock(&keys_mu_);
+    auto keys = std::make_shared<KeySet>();
+    for (const auto& key : *keys_) {
+      if (key->identity.pub.serial == serial) {
+        retired = key;
+      } else {
+        keys->push_back(key);
+        now_held.push_back(key->identity.pub.serial);
+      }
+    }
+    if (retired == nullptr) {
+      return absl::NotFoundError(fmt::format("provider {} holds no key serial {} (it holds [{}])",
+                                             entity_, serial, SerialList(now_held)));
+    }
+    if (keys->empty()) {
+      return absl::FailedPreconditionError(fmt::format(
+          "key serial {} is the only key provider {} holds: add its successor first", serial,
+          entity_));
+    }
+    keys_ = std::move(keys);
+  }
+  CHQ_LOG_INFO("provider {} retired key serial {}; serving key serials [{}]", entity_, serial,
+               SerialList(now_held));
+  // Counted now: later answers to requests opened with it are few and not worth the bookkeeping.
+  retired_batches_ += retired->signer.batches();
+  retired_headers_ += retired->signer.signed_headers();
+  return absl::OkStatus();
+}
+
+std::vector<uint64_t> Provider::serials() const {
+  std::vector<uint64_t> out;
+  for (const auto& key : *Keys()) out.push_back(key->identity.pub.serial);
+  return out;
+}
+
+uint64_t Provider::batches() const {
+  uint64_t n = retired_batches_.load();
+  for (const auto& key : *Keys()) n += key->signer.batches();
+  return n;
+}
+
+uint64_t Provider::signed_headers() const {
+  uint64_t n = retired_headers_.load();
+  for (const auto& key : *Keys()) n += key->signer.signed_headers();
+  return n;
+}
+
+std::shared_ptr<const Provider::KeySet> Provider::Keys() const {
+  absl::MutexLock lock(&keys_mu_);
+  return keys_;
+}
+
+std::shared_ptr<Provider::Key> Provider::KeyFor(uint64_t serial,
+                                                std::shared_ptr<Key>* newest) const {
+  std::shared_ptr<const KeySet> keys = Keys();
+  for (const auto& key : *keys) {
+    if (key->identity.pub.serial == serial) return key;
+  }
+  if (newest != nullptr) *newest = keys->back();
+  return nullptr;
 }
 
 absl::Status Provider::Serve(std::string_view service, Handler handler) {
   CHASQUI_RETURN_IF_ERROR(ValidateName("service", service));
-  const std::string subject = ServiceSubjectFor(env_, identity_.pub.entity, service);
+  const std::string subject = ServiceSubjectFor(env_, entity_, service);
   auto served = std::make_unique<ServedHandler>();
   served->service = std::string(service);
   served->handler = std::move(handler);
@@ -431,16 +575,16 @@ absl::Status Provider::Serve(std::string_view service, Handler handler) {
   ServedHandler* s = served.get();
   CHASQUI_ASSIGN_OR_RETURN(
       auto sub,
-      bus_->QueueSubscribe(subject, fmt::format("chq.svc.{}.{}", identity_.pub.entity, service),
+      bus_->QueueSubscribe(subject, fmt::format("chq.svc.{}.{}", entity_, service),
                            [this, s](const BusMessage& msg) { HandleRequest(*s, msg); }));
   absl::MutexLock lock(&mu_);
   served_.push_back(std::move(served));
   subscriptions_.push_back(std::move(sub));
   if (options_.workers > 0) {
-    CHQ_LOG_INFO("provider {} serving {} on {} ({} workers, {} may wait)", identity_.pub.entity,
+    CHQ_LOG_INFO("provider {} serving {} on {} ({} workers, {} may wait)", entity_,
                  service, subject, options_.workers, options_.queue_capacity);
   } else {
-    CHQ_LOG_INFO("provider {} serving {} on {}", identity_.pub.entity, service, subject);
+    CHQ_LOG_INFO("provider {} serving {} on {}", entity_, service, subject);
   }
   return absl::OkStatus();
 }
@@ -457,27 +601,32 @@ void Provider::HandleRequest(ServedHandler& served, const BusMessage& msg) {
   }
   const std::string reply_to(msg.reply);
   auto parsed = ParseEnvelope(msg.data);
+  // A refusal is signed with the key the request was sealed for when it is held, else with the
+  // newest.
   auto refuse = [&](const v1::Header& request, const absl::Status& why) {
     ++refused_;
     CHQ_LOG_WARN("refused {} on {}: {}", CodeName(ChasquiCode(why)), msg.subject, MessageOf(why));
-    Send(reply_to, ErrorHeader(request, ChasquiCode(why), MessageOf(why)), "");
+    std::shared_ptr<Key> newest;
+    std::shared_ptr<Key> key = KeyFor(request.recipient_cert(), &newest);
+    if (key == nullptr) key = std::move(newest);
+    Send(*key, reply_to, ErrorHeader(*key, request, ChasquiCode(why), MessageOf(why)), "");
   };
   if (!parsed.ok()) {
     v1::Header unknown;
     unknown.set_consumer("unknown");
-    unknown.set_provider(identity_.pub.entity);
+    unknown.set_provider(entity_);
     unknown.set_service(service);
     refuse(unknown, parsed.status());
     return;
   }
   const v1::Header& h = parsed->header;
   if (h.kind() != v1::KIND_REQUEST || h.env() != env_ ||
-      h.provider() != identity_.pub.entity || h.service() != service) {
+      h.provider() != entity_ || h.service() != service) {
     refuse(h, ChasquiError(v1::BAD_REQUEST,
                            fmt::format("envelope is a {} for {}/{} in {}; this gateway serves {}/{} "
                                        "in {}",
                                        h.kind() == v1::KIND_REQUEST ? "request" : "non-request",
-                                       h.provider(), h.service(), h.env(), identity_.pub.entity,
+                                       h.provider(), h.service(), h.env(), entity_,
                                        service, env_)));
     return;
   }
@@ -488,10 +637,13 @@ void Provider::HandleRequest(ServedHandler& served, const BusMessage& msg) {
     return;
   }
   std::shared_ptr<const TrustStore> trust = *std::move(snapshot);
-  if (h.recipient_cert() != identity_.pub.serial) {
+  std::shared_ptr<Key> key = KeyFor(h.recipient_cert(), nullptr);
+  if (key == nullptr) {
     refuse(h, ChasquiError(v1::BAD_REQUEST,
-                           fmt::format("the body is sealed for key {}, not this gateway's key {}",
-                                       h.recipient_cert(), identity_.pub.serial)));
+                           fmt::format("the body is sealed for key {}, which this gateway of {} "
+                                       "does not hold (it holds [{}]); refresh {}'s certificates",
+                                       h.recipient_cert(), entity_, SerialList(serials()),
+                                       entity_)));
     return;
   }
   const PublicIdentity* signer = trust->BySerial(h.sender_cert());
@@ -522,7 +674,7 @@ void Provider::HandleRequest(ServedHandler& served, const BusMessage& msg) {
     refuse(h, s);
     return;
   }
-  auto keys = session_keys_.For(signer->kx_pk);
+  auto keys = key->session_keys.For(signer->kx_pk);
   if (!keys.ok()) {
     refuse(h, ChasquiError(v1::UNAUTHENTICATED, MessageOf(keys.status())));
     return;
@@ -542,11 +694,13 @@ void Provider::HandleRequest(ServedHandler& served, const BusMessage& msg) {
 
   auto job = std::make_shared<Job>();
   job->request = h;
+  job->own_key = std::move(key);
   job->keys = *std::move(keys);
   job->reply_to = reply_to;
   job->context = RequestContext{h.consumer(),    h.service(),     h.service_version(),
                                 h.end_user(),    h.purpose(),     h.consent_ref(),
-                                ToHex(h.id()),   h.idempotency_key()};
+                                ToHex(h.id()),   h.idempotency_key(),
+                                h.recipient_cert()};
   job->body = *std::move(body);
 
   if (!h.idempotency_key().empty()) {
@@ -650,18 +804,18 @@ void Provider::Answer(const Job& job, const RememberedAnswer& answer) {
   if (answer.code != v1::OK) {
     // The system's own words may name a person: the header says only the code, and the words
     // travel sealed for the consumer.
-    v1::Header error = ErrorHeader(job.request, answer.code,
+    v1::Header error = ErrorHeader(*job.own_key, job.request, answer.code,
                                    "the provider's system refused or failed; details sealed for "
                                    "the consumer");
     error.set_recipient_cert(job.request.sender_cert());
     std::string sealed = SealBody(error, job.keys->tx, nonces_, answer.body);
-    Send(job.reply_to, std::move(error), std::move(sealed));
+    Send(*job.own_key, job.reply_to, std::move(error), std::move(sealed));
     return;
   }
-  v1::Header reply = AnswerHeader(job.request, v1::KIND_REPLY);
+  v1::Header reply = AnswerHeader(*job.own_key, job.request, v1::KIND_REPLY);
   reply.set_recipient_cert(job.request.sender_cert());
   std::string sealed = SealBody(reply, job.keys->tx, nonces_, answer.body);
-  Send(job.reply_to, std::move(reply), std::move(sealed));
+  Send(*job.own_key, job.reply_to, std::move(reply), std::move(sealed));
 }
 
 void Provider::AnswerWithoutHandler(const Job& job, v1::Code code, std::string_view message,
@@ -672,7 +826,7 @@ void Provider::AnswerWithoutHandler(const Job& job, v1::Code code, std::string_v
                  CodeName(code), job.context.service, job.context.request_id,
                  job.context.consumer, reason, message);
   }
-  Send(job.reply_to, ErrorHeader(job.request, code, message), "");
+  Send(*job.own_key, job.reply_to, ErrorHeader(*job.own_key, job.request, code, message), "");
   if (job.remember) {
     // Nothing ran: whoever waits on this key hears the same, and a later repeat runs.
     idempotency_->Abandon(job.key, RememberedAnswer{code, std::string(message)});
@@ -699,32 +853,34 @@ void Provider::Notify(const std::string& service, v1::Code code, std::string_vie
   }
 }
 
-v1::Header Provider::AnswerHeader(const v1::Header& request, v1::Kind kind) const {
+v1::Header Provider::AnswerHeader(const Key& key, const v1::Header& request,
+                                  v1::Kind kind) const {
   v1::Header h;
   h.set_protocol_version(kProtocolVersion);
   h.set_id(NewEnvelopeId());
   h.set_env(env_);
   h.set_kind(kind);
   h.set_consumer(IsValidName(request.consumer()) ? request.consumer() : "unknown");
-  h.set_provider(identity_.pub.entity);
+  h.set_provider(entity_);
   h.set_service(IsValidName(request.service()) ? request.service() : "unknown");
   h.set_service_version(request.service_version());
   h.set_in_reply_to(request.id().size() == kIdBytes ? request.id() : "");
   h.set_sent_at_ms(clock_.NowUnixMillis());
-  h.set_sender_cert(identity_.pub.serial);
+  h.set_sender_cert(key.identity.pub.serial);
   return h;
 }
 
-v1::Header Provider::ErrorHeader(const v1::Header& request, v1::Code code,
+v1::Header Provider::ErrorHeader(const Key& key, const v1::Header& request, v1::Code code,
                                  std::string_view message) const {
-  v1::Header h = AnswerHeader(request, v1::KIND_ERROR);
+  v1::Header h = AnswerHeader(key, request, v1::KIND_ERROR);
   h.mutable_error()->set_code(code);
   h.mutable_error()->set_message(std::string(message.substr(0, kMaxErrorMessageBytes)));
   return h;
 }
 
-void Provider::Send(const std::string& reply_to, v1::Header header, std::string body) {
-  SignEnvelope(signer_, std::move(header), std::move(body), [this, reply_to](std::string wire) {
+void Provider::Send(Key& key, const std::string& reply_to, v1::Header header,
+                    std::string body) {
+  SignEnvelope(key.signer, std::move(header), std::move(body), [this, reply_to](std::string wire) {
     if (absl::Status s = bus_->Publish(reply_to, wire); !s.ok()) {
       CHQ_LOG_ERROR("publishing an answer failed: {}", MessageOf(s));
     }

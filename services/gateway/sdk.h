@@ -8,6 +8,8 @@
 //   if (!r.status.ok()) ... ChasquiCode(r.status) says why, precisely.
 //
 //   auto provider = Provider::Create(bus, identity, trust, {});
+//   provider->AddIdentity(next);        // a key rotation's overlap: both keys served
+//   provider->RetireIdentity(old_serial);
 //
 // `trust` is a TrustStore (a trust file: never changes) or a TrustSource whose snapshot changes
 // while the process runs (CertificateTrust in common/trust/certificate_trust.h: certificates
@@ -80,9 +82,11 @@ class Consumer {
                                                           const Clock& clock = SystemClock());
   ~Consumer();
 
-  // Seals `body` for `provider`, signs it in the next batch and sends it through a router.
-  // `done` runs exactly once, on a bus or signing thread. Thread-safe; many calls may be in
-  // flight.
+  // Seals `body` for `provider` (for its key with the highest serial in trust), signs it in the
+  // next batch and sends it through a router. An answer must be signed by a router (an error)
+  // or by a key of the provider's entity: the one sealed for, or another (a rotation's
+  // overlap). `done` runs exactly once, on a bus or signing thread. Thread-safe; many calls may
+  // be in flight.
   void CallAsync(std::string_view provider, std::string_view service, std::string_view body,
                  const CallOptions& options, std::function<void(CallResult)> done);
   // Blocking form. Inside a NATS handler it sends at once (ending the handler's burst).
@@ -126,6 +130,9 @@ struct RequestContext {
   std::string consent_ref;
   std::string request_id;  // hex
   std::string idempotency_key;  // empty if the consumer sent none
+  // The serial of this provider's key the request was sealed for; its answer is sealed and
+  // signed with that key.
+  uint64_t provider_serial = 0;
 };
 
 // Returns the reply body, or an error: a ChasquiError keeps its code; any other error reaches
@@ -158,6 +165,13 @@ struct ProviderOptions {
       on_answered_without_handler;
 };
 
+// A provider holds one key or, during a rotation's overlap (issue 3), several keys of its
+// entity: a request is opened with the key its recipient_cert names, whichever it is, and
+// answered sealed and signed with that same key. That key is the one the consumer chose and
+// the router checked the request against, so both already hold its certificate when the answer
+// comes (a router verifies an answer against the certificates it checked the request with).
+// A request sealed for a serial the provider does not hold is refused BAD_REQUEST naming the
+// serials it holds, signed with its newest key.
 class Provider {
  public:
   static absl::StatusOr<std::unique_ptr<Provider>> Create(Bus* bus, Identity identity,
@@ -172,7 +186,28 @@ class Provider {
                                                           std::shared_ptr<TrustSource> trust,
                                                           ProviderOptions options = {},
                                                           const Clock& clock = SystemClock());
+  // Several keys of one entity at once (a rotation's overlap), oldest first: the last is the
+  // newest. InvalidArgument if there is none, if one is not an entity key for trust->env() or
+  // if they name different entities; AlreadyExists if two share a serial. Each key's secrets
+  // stay in locked memory, as with one key, and are never logged (serials are).
+  static absl::StatusOr<std::unique_ptr<Provider>> Create(Bus* bus,
+                                                          std::vector<Identity> identities,
+                                                          std::shared_ptr<TrustSource> trust,
+                                                          ProviderOptions options = {},
+                                                          const Clock& clock = SystemClock());
   ~Provider();
+
+  // Serves requests sealed for `identity` too, from the next request on, as the newest key;
+  // the services already served stay served. InvalidArgument if it is not an entity key of
+  // this provider's entity for its env; AlreadyExists if its serial is held. Thread-safe.
+  absl::Status AddIdentity(Identity identity);
+  // Stops opening requests sealed for `serial` (refused BAD_REQUEST from the next one on);
+  // requests already opened with it are still answered with it, and its secrets are wiped once
+  // the last of them is answered. NotFound if it is not held; FailedPrecondition if it is the
+  // only key held. Thread-safe.
+  absl::Status RetireIdentity(uint64_t serial);
+  // The serials held, oldest first. Thread-safe.
+  std::vector<uint64_t> serials() const;
 
   // Serves `service` on `chq.<env>.svc.<provider>.<service>` (a queue group, so several
   // gateways of one entity share the load). Each request is verified, checked for freshness
@@ -184,14 +219,23 @@ class Provider {
   // answered from memory is neither).
   uint64_t handled() const { return handled_.load(); }
   uint64_t refused() const { return refused_.load(); }
-  uint64_t batches() const { return signer_.batches(); }
-  uint64_t signed_headers() const { return signer_.signed_headers(); }
+  // Over every key held, and those retired.
+  uint64_t batches() const;
+  uint64_t signed_headers() const;
 
  private:
-  Provider(Bus* bus, Identity identity, std::shared_ptr<TrustSource> trust,
-           ProviderOptions options, const Clock& clock);
+  struct Key;            // one key held: its identity, session keys and signer
+  using KeySet = std::vector<std::shared_ptr<Key>>;  // oldest first
   struct ServedHandler;  // a service's handler and its workers
   struct Job;            // an opened request on its way to the handler
+  Provider(Bus* bus, std::string entity, std::shared_ptr<TrustSource> trust,
+           ProviderOptions options, const Clock& clock);
+  std::shared_ptr<const KeySet> Keys() const;
+  // The key a request sealed for `serial` opens with; else null (with `newest` set to the
+  // newest key held, which then signs the refusal).
+  std::shared_ptr<Key> KeyFor(uint64_t serial, std::shared_ptr<Key>* newest) const;
+  // A key is checked against the provider's entity, env and the serials held.
+  absl::Status CheckNewKey(const Identity& identity, const KeySet& held) const;
   void HandleRequest(ServedHandler& served, const BusMessage& msg);
   // Runs the handler (or not: `fate`) and answers.
   void RunJob(ServedHandler& served, Job& job, int fate);
@@ -204,13 +248,15 @@ class Provider {
   // At most 20 log lines a second for answers without a handler: a saturated
   // provider must not also flood its log.
   bool LogAllowed();
-  // The header of an answer to `request`, with every field the seal context covers set.
-  v1::Header AnswerHeader(const v1::Header& request, v1::Kind kind) const;
-  v1::Header ErrorHeader(const v1::Header& request, v1::Code code, std::string_view message) const;
-  void Send(const std::string& reply_to, v1::Header header, std::string body);
+  // The header of an answer to `request` signed with `key`, with every field the seal context
+  // covers set.
+  v1::Header AnswerHeader(const Key& key, const v1::Header& request, v1::Kind kind) const;
+  v1::Header ErrorHeader(const Key& key, const v1::Header& request, v1::Code code,
+                         std::string_view message) const;
+  void Send(Key& key, const std::string& reply_to, v1::Header header, std::string body);
 
   Bus* bus_;
-  const Identity identity_;
+  const std::string entity_;
   const std::shared_ptr<TrustSource> trust_;
   const std::string env_;
   const Clock& clock_;
@@ -219,9 +265,12 @@ class Provider {
   EnvelopeVerifier verifier_;
   ReplayGuard replay_;
   std::unique_ptr<IdempotencyStore> idempotency_;
-  SessionKeyCache session_keys_;
   NonceSource nonces_;
-  BatchSigner signer_;
+  mutable absl::Mutex keys_mu_;
+  // Swapped whole: a request keeps the key it was opened with, whatever is retired meanwhile.
+  std::shared_ptr<const KeySet> keys_ ABSL_GUARDED_BY(keys_mu_);
+  std::atomic<uint64_t> retired_batches_{0};
+  std::atomic<uint64_t> retired_headers_{0};
   std::atomic<uint64_t> handled_{0};
   std::atomic<int64_t> last_handler_ns_{0};  // how long the provider's system last took
   std::atomic<uint64_t> refused_{0};

@@ -282,7 +282,8 @@ TEST_F(TrustStoreTest, FindReturnsTheRouterAndTheNewestKey) {
   ASSERT_NE(store->Find("sedem", Role::kEntity), nullptr);
   EXPECT_EQ(store->Find("sedem", Role::kEntity)->serial, sedem_.pub.serial);
 
-  // A rotation: two keys of one entity; the higher serial wins whatever the order.
+  // A rotation: two keys of one entity from a trust file (no not_before): the higher serial
+  // wins whatever the order.
   PublicIdentity older = segip_.pub;
   PublicIdentity newer = GenerateIdentity("segip", "test", Role::kEntity).pub;
   older.serial = 100;
@@ -293,6 +294,18 @@ TEST_F(TrustStoreTest, FindReturnsTheRouterAndTheNewestKey) {
     ASSERT_NE(t.Find("segip", Role::kEntity), nullptr);
     EXPECT_EQ(t.Find("segip", Role::kEntity)->serial, 200u);
     EXPECT_EQ(t.Find("segip", Role::kEntity)->sign_pk, newer.sign_pk);
+  }
+
+  // From certificates: the newest certificate wins, whatever its (random) serial.
+  older.not_before_ms = 1'000;
+  newer.not_before_ms = 2'000;
+  older.serial = 900;
+  newer.serial = 300;
+  for (auto ids :
+       {std::vector<PublicIdentity>{older, newer}, std::vector<PublicIdentity>{newer, older}}) {
+    const TrustStore t = TrustStore::FromIdentities(ids, "test");
+    ASSERT_NE(t.Find("segip", Role::kEntity), nullptr);
+    EXPECT_EQ(t.Find("segip", Role::kEntity)->serial, 300u);
   }
 }
 

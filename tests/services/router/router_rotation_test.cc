@@ -1,13 +1,12 @@
 // Rotations and missed revocations at the router (issue 3), under load, with real parts: a real
 // nats-server, the crypto service in-process (the real ceremony, RocksDB in a temp dir), routers
 // whose trust is a CertificateTrust, and sin's consumer and segip's provider gateways (the SDK)
-// on certificates. A load of a few hundred calls runs through the router while keys change;
-// every answer must be OK.
+// on certificates. A load of a few hundred calls runs through the router while keys change
+// (the consumer's, the provider's, the router's, the root); every answer must be OK.
 //
-// Not covered here: the provider's key rotation under load. The SDK's Provider holds one key and
-// refuses a body sealed for another serial (BAD_REQUEST), and its instances share one queue
-// group, so two provider keys side by side cannot serve without failures until the Provider can
-// hold both keys of an overlap.
+// How a consumer comes to seal for a provider's new key, here: its gateway asks the directory
+// for the provider's certificates again (FetchEntity, as on first sight), and seals for the
+// newest key it holds (TrustStore::Find: the latest not_before, whatever the random serial).
 
 #include <algorithm>
 #include <atomic>
@@ -93,6 +92,9 @@ class Load {
     absl::MutexLock lock(&mu_);
     return failed_;
   }
+  // The pause each worker takes after a call (2 ms at first): longer while a test only waits
+  // for time to pass, so the calls stay a few hundred.
+  void SetPause(std::chrono::milliseconds pause) { pause_ms_ = pause.count(); }
   // Waits until every worker has finished a call it started after this was called: then no
   // call started before is still in flight (on a router about to go, say).
   bool WaitForEveryWorkerToFinishANewCall() {
@@ -137,12 +139,13 @@ class Load {
         }
       }
       // Leave the two shared cores some room: the load is about continuity, not speed.
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms_.load()));
     }
   }
 
   const std::atomic<const Caller*>* caller_;
   std::atomic<bool> stop_{false};
+  std::atomic<int64_t> pause_ms_{2};
   mutable absl::Mutex mu_;
   std::map<uint64_t, int> ok_ ABSL_GUARDED_BY(mu_);
   int failed_ ABSL_GUARDED_BY(mu_) = 0;
@@ -165,6 +168,7 @@ class RouterRotationTest : public ::testing::Test {
   void TearDown() override {
     load_.reset();
     consumers_.clear();
+    provider2_.reset();
     provider_.reset();
     routers_.clear();
     router_trusts_.clear();
@@ -224,19 +228,56 @@ class RouterRotationTest : public ::testing::Test {
     sin_ = std::make_unique<Enrolled>(crypto_->Enrol("sin", Role::kEntity));
     segip_ = std::make_unique<Enrolled>(crypto_->Enrol("segip", Role::kEntity));
     StartRouter(*router_key_, "r1");
-    auto provider = Provider::Create(crypto_->NewBus("segip"), CopyIdentity(segip_->identity),
-                                     StartGatewayTrust(*segip_));
-    ASSERT_TRUE(provider.ok()) << provider.status();
-    provider_ = *std::move(provider);
-    ASSERT_TRUE(provider_
-                    ->Serve("persona_consulta",
-                            [this](const RequestContext&, std::string_view body)
-                                -> absl::StatusOr<std::string> {
-                              ++provider_calls_;
-                              return "segip:" + std::string(body);
-                            })
-                    .ok());
+    provider_ = StartProvider(*segip_, "segip");
     sin_caller_ = Caller{MakeConsumer(*sin_), sin_->cert.serial};
+  }
+
+  // A gateway of segip on `key` serving persona_consulta (each call counted under the key it
+  // was sealed for), on its own connection and trust.
+  std::unique_ptr<Provider> StartProvider(const Enrolled& key, const std::string& name) {
+    std::shared_ptr<CertificateTrust> trust = StartGatewayTrust(key);
+    // Serving before the first revocation list would answer UNAVAILABLE.
+    CHASQUI_CHECK(WaitFor([&] { return trust->Current().ok(); }, kBound), "trust never ready");
+    auto provider = Provider::Create(crypto_->NewBus(name), CopyIdentity(key.identity), trust);
+    CHASQUI_CHECK(provider.ok(), MessageOf(provider.status()));
+    absl::Status served = (*provider)->Serve(
+        "persona_consulta",
+        [this](const RequestContext& ctx, std::string_view body) -> absl::StatusOr<std::string> {
+          ++provider_calls_;
+          absl::MutexLock lock(&served_mu_);
+          ++served_by_[ctx.provider_serial];
+          return "segip:" + std::string(body);
+        });
+    CHASQUI_CHECK(served.ok(), MessageOf(served));
+    return *std::move(provider);
+  }
+
+  // Calls segip's gateways answered that were sealed for its key `serial`.
+  int ServedBy(uint64_t serial) {
+    absl::MutexLock lock(&served_mu_);
+    auto it = served_by_.find(serial);
+    return it == served_by_.end() ? 0 : it->second;
+  }
+
+  bool WaitForServedBy(uint64_t serial, int at_least) {
+    return WaitFor([&] { return ServedBy(serial) >= at_least || load_->failed() > 0; },
+                   kBound) &&
+           ServedBy(serial) >= at_least;
+  }
+
+  // The consumer gateway `trust` asks the directory for segip's certificates again (at most
+  // once per fetch backoff) until it seals for `serial`.
+  bool LearnProviderKey(CertificateTrust& trust, uint64_t serial) {
+    return WaitFor(
+        [&] {
+          auto store = trust.FetchEntity("segip");
+          if (!store.ok()) return false;
+          const PublicIdentity* key = (*store)->Find("segip", Role::kEntity);
+          if (key != nullptr && key->serial == serial) return true;
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+          return false;
+        },
+        std::chrono::seconds(10) + kBound);
   }
 
   Consumer* MakeConsumer(const Enrolled& who) {
@@ -247,10 +288,11 @@ class RouterRotationTest : public ::testing::Test {
     return consumers_.back().get();
   }
 
-  // A consumer signing as `who` whose own view of trust is fixed (segip's and the router's
-  // certificates): whatever its gateway would think, its request reaches the router.
-  Consumer* MakeFixedConsumer(const Enrolled& who) {
-    std::vector<VerifiedCertificate> known = {segip_->cert, router_key_->cert};
+  // A consumer signing as `who` whose own view of trust is fixed (`known`; by default segip's
+  // and the router's first certificates): whatever its gateway would think, its request reaches
+  // the router.
+  Consumer* MakeFixedConsumer(const Enrolled& who, std::vector<VerifiedCertificate> known = {}) {
+    if (known.empty()) known = {segip_->cert, router_key_->cert};
     auto c = Consumer::Create(crypto_->NewBus("fixed-" + who.identity.pub.entity),
                               CopyIdentity(who.identity), BuildTrustStore(known, "test"));
     CHASQUI_CHECK(c.ok(), MessageOf(c.status()));
@@ -272,8 +314,10 @@ class RouterRotationTest : public ::testing::Test {
   std::vector<std::shared_ptr<CertificateTrust>> router_trusts_;
   std::vector<std::shared_ptr<CertificateTrust>> trusts_;
   std::vector<std::unique_ptr<Router>> routers_;
-  std::unique_ptr<Provider> provider_;
+  std::unique_ptr<Provider> provider_, provider2_;
   std::vector<std::unique_ptr<Consumer>> consumers_;
+  absl::Mutex served_mu_;
+  std::map<uint64_t, int> served_by_ ABSL_GUARDED_BY(served_mu_);
   Caller sin_caller_{nullptr, 0};
   std::atomic<int> provider_calls_{0};
   std::atomic<const Caller*> caller_{nullptr};
@@ -347,12 +391,74 @@ TEST_F(RouterRotationTest, EntityAndRouterKeysRotateUnderLoadWithNoFailedCall) {
                            load_->OkFrom(sin2.cert.serial), sin2.cert.serial, load_->failed());
 }
 
+// segip's key rotates under load. A new key is enrolled during the overlap and added to its
+// running gateway, which then holds both; sin's gateway learns the new certificate and seals
+// for it from its next call on; a second gateway of segip on the new key alone joins the queue
+// group; the first retires the old key, which is revoked. Every call answers OK, and calls were
+// served under both keys.
+TEST_F(RouterRotationTest, TheProvidersKeyRotatesUnderLoadWithNoFailedCall) {
+  ASSERT_NO_FATAL_FAILURE(Deploy());
+  const uint64_t old_key = segip_->cert.serial;
+  caller_ = &sin_caller_;
+  load_ = std::make_unique<Load>(&caller_);
+  ASSERT_TRUE(WaitForServedBy(old_key, kCallsPerPhase)) << load_->failed();
+
+  Enrolled segip2 = crypto_->Enrol("segip", Role::kEntity);
+  const uint64_t new_key = segip2.cert.serial;
+  ASSERT_TRUE(provider_->AddIdentity(CopyIdentity(segip2.identity)).ok());
+  EXPECT_EQ(provider_->serials(), (std::vector<uint64_t>{old_key, new_key}));
+  CertificateTrust& sin_trust = *trusts_[1];
+  ASSERT_EQ(sin_trust.own_certificate().serial, sin_->cert.serial);
+  load_->SetPause(std::chrono::milliseconds(50));  // the fetch backoff may take seconds
+  ASSERT_TRUE(LearnProviderKey(sin_trust, new_key));
+  load_->SetPause(std::chrono::milliseconds(2));
+  // Calls started from now on are sealed for the new key.
+  ASSERT_TRUE(load_->WaitForEveryWorkerToFinishANewCall());
+  const int served_by_old = ServedBy(old_key);
+  ASSERT_TRUE(WaitForServedBy(new_key, kCallsPerPhase)) << load_->failed();
+  EXPECT_EQ(ServedBy(old_key), served_by_old);
+
+  // A gateway on the new key alone shares the load; the old key leaves the first one, and is
+  // revoked.
+  provider2_ = StartProvider(segip2, "segip-2");
+  ASSERT_TRUE(provider_->RetireIdentity(old_key).ok());
+  CertificateTrust& r1_trust = *router_trusts_[0];
+  const uint64_t before = r1_trust.revocation_version();
+  ASSERT_TRUE(crypto_->Revoke(old_key).ok());
+  ASSERT_TRUE(WaitFor([&] { return r1_trust.revocation_version() > before; }, kBound));
+  const int ok_before = load_->ok();
+  ASSERT_TRUE(WaitFor([&] { return load_->ok() >= ok_before + kCallsPerPhase ||
+                                   load_->failed() > 0; },
+                      kBound));
+  load_->Stop();
+
+  EXPECT_EQ(load_->failed(), 0) << ::testing::PrintToString(load_->failures());
+  EXPECT_GE(ServedBy(old_key), kCallsPerPhase);
+  EXPECT_GE(ServedBy(new_key), 2 * kCallsPerPhase);
+  EXPECT_GE(provider2_->handled(), 1u) << "the second gateway joined the queue group";
+  EXPECT_EQ(provider_calls_.load(), load_->ok());
+  EXPECT_EQ(ServedBy(old_key) + ServedBy(new_key), load_->ok());
+  std::cout << fmt::format("provider key rotation: {} calls OK ({} sealed for key {}, {} for "
+                           "key {}; the second gateway served {}), {} failed\n",
+                           load_->ok(), ServedBy(old_key), old_key, ServedBy(new_key), new_key,
+                           provider2_->handled(), load_->failed());
+
+  // A request still sealed for the old key is refused, naming it.
+  CallResult old = MakeFixedConsumer(*sin_)->Call("segip", "persona_consulta", "old", Ana());
+  ASSERT_FALSE(old.status.ok());
+  EXPECT_NE(std::string(MessageOf(old.status)).find(std::to_string(old_key)), std::string::npos)
+      << old.status;
+}
+
 // The root rotates (`chasqui-crypto rotate-root`, the service stopped meanwhile) while calls
-// flow. The router and gateways, pinned on the old root only, learn the new one from its
-// endorsement; sin's key is re-issued under the new root and the load switches to it; no call
-// fails. Once the overlap ends, a certificate under the old root is refused.
+// flow, and the load runs on past the end of the overlap. The routers and gateways, pinned on
+// the old root only, learn the new one from its endorsement. During the overlap every key is
+// re-issued under the new root: segip's new key is added to its running gateway, sin's new key
+// takes the load (its gateway seals for segip's new key from its first call), segip's gateway
+// retires the old key, and a router on a new certificate takes over from the old one. No call
+// fails, before or after the overlap ends; past it, a certificate under the old root is refused.
 TEST_F(RouterRotationTest, TheRootRotatesUnderLoadWithNoFailedCallThenTheOldRootIsRefused) {
-  // Long enough for the steps below on a loaded machine; waited out at the end.
+  // Long enough for the steps below on a loaded machine; waited out before the last phase.
   constexpr int64_t kOverlapMs = 10'000;
   ASSERT_NO_FATAL_FAILURE(Deploy());
   const TrustAnchors old_roots = crypto_->anchors();
@@ -379,34 +485,68 @@ TEST_F(RouterRotationTest, TheRootRotatesUnderLoadWithNoFailedCallThenTheOldRoot
     ASSERT_TRUE(WaitFor([&] { return t->directory().anchors().anchors().size() == 2; }, kBound));
   }
 
+  // segip's new key, held by its running gateway beside the old one.
+  Enrolled segip2 = crypto_->Enrol("segip", Role::kEntity);
+  ASSERT_NE(segip2.cert.issuer_key_id, old_root) << "issued under the new root";
+  ASSERT_TRUE(provider_->AddIdentity(CopyIdentity(segip2.identity)).ok());
+  // sin's new key: its gateway's first call fetches segip's certificates, both keys.
   Enrolled sin2 = crypto_->Enrol("sin", Role::kEntity);
   ASSERT_NE(sin2.cert.issuer_key_id, old_root) << "re-issued under the new root";
   const Caller sin2_caller{MakeConsumer(sin2), sin2.cert.serial};
   caller_ = &sin2_caller;
   ASSERT_TRUE(load_->WaitForEveryWorkerToFinishANewCall());
   ASSERT_TRUE(WaitForOk(sin2.cert.serial, kCallsPerPhase)) << load_->failed();
-  load_->Stop();
-  // segip's and the router's certificates are under the old root: the load stops inside the
-  // overlap (the provider's rotation is not covered, see the top of this file).
+  EXPECT_GE(ServedBy(segip2.cert.serial), kCallsPerPhase) << "sin's new gateway seals for it";
+  // Nothing is sealed for segip's old key any more: its gateway lets it go.
+  ASSERT_TRUE(provider_->RetireIdentity(segip_->cert.serial).ok());
+
+  // The router's certificate: r2 on one under the new root joins, r1 drains and goes.
+  Enrolled router2 = crypto_->Enrol("router", Role::kRouter);
+  ASSERT_NE(router2.cert.issuer_key_id, old_root);
+  StartRouter(router2, "r2");
+  ASSERT_TRUE(routers_[0]->Drain(absl::Seconds(5)).ok());
+  ASSERT_TRUE(load_->WaitForEveryWorkerToFinishANewCall());
+  routers_[0].reset();
   ASSERT_LT(SystemClock().NowUnixMillis(), shortened->not_after_ms)
-      << "the overlap ended before the load did: the machine is too slow for this test";
+      << "the overlap ended before every key was re-issued: the machine is too slow for this "
+         "test";
+  const int ok_in_overlap = load_->ok();
+
+  // Past the end of the overlap the load runs on, on keys under the new root only (slower
+  // while the test waits for the end).
+  load_->SetPause(std::chrono::milliseconds(50));
+  ASSERT_TRUE(WaitFor([&] { return SystemClock().NowUnixMillis() > shortened->not_after_ms ||
+                                   load_->failed() > 0; },
+                      std::chrono::milliseconds(kOverlapMs) + kBound));
+  load_->SetPause(std::chrono::milliseconds(2));
+  // The old root's certificates leave the snapshots at the next rebuild (a refresh, here
+  // asked for).
+  for (const auto& t : router_trusts_) (void)t->Refresh();
+  for (const auto& t : trusts_) (void)t->Refresh();
+  const int ok_at_end = load_->ok();
+  ASSERT_TRUE(WaitFor([&] { return load_->ok() >= ok_at_end + kCallsPerPhase ||
+                                   load_->failed() > 0; },
+                      kBound));
+  load_->Stop();
   EXPECT_EQ(load_->failed(), 0) << ::testing::PrintToString(load_->failures());
   EXPECT_GE(load_->OkFrom(sin_->cert.serial), kCallsPerPhase);
-  EXPECT_GE(load_->OkFrom(sin2.cert.serial), kCallsPerPhase);
-  std::cout << fmt::format("root rotation: {} calls OK ({} under the old root, {} under the new "
-                           "one), {} failed\n",
+  EXPECT_GE(load_->OkFrom(sin2.cert.serial), 2 * kCallsPerPhase);
+  EXPECT_GE(ServedBy(segip_->cert.serial), kCallsPerPhase);
+  EXPECT_EQ(provider_calls_.load(), load_->ok());
+  std::cout << fmt::format("root rotation: {} calls OK ({} as sin's key under the old root, {} "
+                           "under the new one; {} sealed for segip's old key, {} for its new "
+                           "one; {} in the overlap, {} after it), {} failed\n",
                            load_->ok(), load_->OkFrom(sin_->cert.serial),
-                           load_->OkFrom(sin2.cert.serial), load_->failed());
+                           load_->OkFrom(sin2.cert.serial), ServedBy(segip_->cert.serial),
+                           ServedBy(segip2.cert.serial), ok_in_overlap,
+                           load_->ok() - ok_at_end, load_->failed());
 
-  // The old root withdrawn: past the overlap, its certificates leave the router's snapshot at
-  // the next rebuild (a refresh, here asked for) and are refused.
-  ASSERT_TRUE(WaitFor([&] { return SystemClock().NowUnixMillis() > shortened->not_after_ms; },
-                      std::chrono::milliseconds(kOverlapMs) + kBound));
-  CertificateTrust& r1_trust = *router_trusts_[0];
-  (void)r1_trust.Refresh();
-  auto looked_up = r1_trust.FetchSerial(sin_->cert.serial);
+  // The old root withdrawn: its certificates are refused.
+  CertificateTrust& r2_trust = *router_trusts_[1];
+  auto looked_up = r2_trust.FetchSerial(sin_->cert.serial);
   EXPECT_TRUE(absl::IsFailedPrecondition(looked_up.status())) << looked_up.status();
-  CallResult old = MakeFixedConsumer(*sin_)->Call("segip", "persona_consulta", "old", Ana());
+  CallResult old = MakeFixedConsumer(*sin_, {segip2.cert, router2.cert})
+                       ->Call("segip", "persona_consulta", "old", Ana());
   ASSERT_FALSE(old.status.ok());
   EXPECT_EQ(ChasquiCode(old.status), v1::UNAUTHENTICATED) << old.status;
   EXPECT_NE(std::string(MessageOf(old.status)).find(std::to_string(sin_->cert.serial)),
