@@ -4,7 +4,8 @@
 #   ./deploy/local-backbone.sh demo     install, build, start, tell the catalog story, and run
 #                                       the demo exchanges
 #   ./deploy/local-backbone.sh up       install, build and start: the crypto service (root key,
-#                                       certificates), nats-server, the catalog, the quota and
+#                                       certificates), nats-server and its revocation watch
+#                                       (`chasqui nats-config --watch`), the catalog, the quota and
 #                                       audit services, the router, segip's registry
 #                                       (deploy/demo_registry.py) behind segip's gateway, and
 #                                       sin's gateway; then publish persona_consulta and grant it
@@ -163,29 +164,40 @@ crypto_init() {
   fi
 }
 
+nats_plan() {  # who has a nats-server user: the same words for `nats-config` and its --watch
+  local tls_flags=""
+  if [ "$NATS_TLS" = 1 ]; then tls_flags="--tls-cert $TLS_DIR/server.crt --tls-key $TLS_DIR/server.key"; fi
+  # agetic is the platform operator's entity: its user may also send `chasqui revoke`.
+  echo --env "$ENV_NAME" --router --entity agetic --entity segip --entity sin \
+    --operator-entity agetic --nats-watch \
+    --service crypto --service catalog --service quota --service audit \
+    --out "$DATA/nats.conf" --secrets-dir "$KEYS/nats" --listen "127.0.0.1:$NATS_PORT" $tls_flags
+}
+
 nats_config() {
   # The bus enforces the subject plan: one nats-server user per entity and env (people log in
-  # as their entity), one for the routers, one per platform service, each allowed only its own
-  # subjects; passwords in 0600 files, bcrypt in the config. A data directory from an older
-  # version lacks users for newer parts: remake them all.
+  # as their entity), one for the routers, one per platform service, one for the revocation
+  # watch, each allowed only its own subjects; passwords in 0600 files, bcrypt in the config. A
+  # data directory from an older version lacks users for newer parts: remake them all (or, if
+  # only the revocation watch's user is missing, add it keeping everyone's password).
   # With CHASQUI_NATS_TLS=1, TLS only: the local CA and nats-server's certificate (kept across
   # runs), named in the config's tls block; a config whose TLS does not match is remade.
-  local force="" tls_flags=""
+  local force=""
   if [ "$NATS_TLS" = 1 ]; then
     step "tls: local CA and nats-server's certificate ($TLS_DIR, keys mode 0600)" \
       ./deploy/tls-ca.sh "$TLS_DIR"
-    tls_flags="--tls-cert $TLS_DIR/server.crt --tls-key $TLS_DIR/server.key"
   fi
   if [ -f "$DATA/nats.conf" ] && ! grep -q "quota.$ENV_NAME" "$DATA/nats.conf"; then force=--force; fi
   local had_tls=0
   if [ -f "$DATA/nats.conf" ] && grep -q "^tls {" "$DATA/nats.conf"; then had_tls=1; fi
   if [ -f "$DATA/nats.conf" ] && [ "$had_tls" != "$NATS_TLS" ]; then force=--force; fi
+  if [ -z "$force" ] && [ -f "$DATA/nats.conf" ] && ! grep -q "nats-watch.$ENV_NAME" "$DATA/nats.conf"; then
+    force=--keep-passwords
+  fi
   if [ ! -f "$DATA/nats.conf" ] || [ -n "$force" ]; then
+    # shellcheck disable=SC2046 # nats_plan's words are separate flags
     step "nats-config: users for routers, agetic, segip, sin, crypto, catalog, quota, audit" \
-      "$CHASQUI" nats-config --env "$ENV_NAME" --router --entity agetic --entity segip --entity sin \
-      --service crypto --service catalog --service quota --service audit \
-      --out "$DATA/nats.conf" --secrets-dir "$KEYS/nats" --listen "127.0.0.1:$NATS_PORT" \
-      $tls_flags $force
+      "$CHASQUI" nats-config $(nats_plan) $force
   fi
 }
 
@@ -299,12 +311,21 @@ up() {
   crypto_init
   nats_config
   say "start the platform"
-  start nats nats-server -c "$DATA/nats.conf" -sd "$DATA/nats" -l "$LOGS/nats-server.log"
+  start nats nats-server -c "$DATA/nats.conf" -sd "$DATA/nats" -l "$LOGS/nats-server.log" \
+    -P "$RUN/nats-server.pid"
   wait_for 10 nats "nats-server on 127.0.0.1:$NATS_PORT" bash -c "exec 3<>/dev/tcp/127.0.0.1/$NATS_PORT"
   # shellcheck disable=SC2046 # nats_login's words are separate flags
   start crypto "$CRYPTO" serve --data "$DATA/crypto" --passphrase-file "$SECRETS/root.passphrase" \
     --env "$ENV_NAME" $(nats_login crypto) --ops-port "$CRYPTO_OPS_PORT"
   ready crypto "$CRYPTO_OPS_PORT"
+  # The revocation watch: once an entity's certificates are revoked as entity_withdrawn
+  # (`chasqui revoke`), its nats-server user goes (the config rewritten, nats-server signalled
+  # through its pid file); everyone else keeps their password. One log line per rewrite.
+  # shellcheck disable=SC2046
+  start nats-watch "$CHASQUI" nats-config --watch $(nats_plan) --roots "$ROOTS" \
+    --nats-pid-file "$RUN/nats-server.pid" $(nats_login nats-watch)
+  wait_for 20 nats-watch "the revocation watch's first configuration" \
+    grep -q "rewritten" "$LOGS/nats-watch.log"
   say "certificates, each with a one-time token"
   enrol "$KEYS/router.$ENV_NAME.key" router router
   enrol "$KEYS/segip.$ENV_NAME.key" entity segip
@@ -376,11 +397,12 @@ down() {
   stop quota
   stop catalog
   stop crypto
+  stop nats-watch
   stop nats
 }
 
 status() {
-  for p in nats crypto catalog quota audit router registry segip sin; do
+  for p in nats nats-watch crypto catalog quota audit router registry segip sin; do
     if running "$p"; then echo "$p: running (pid $(cat "$RUN/$p.pid"))"; else echo "$p: stopped"; fi
   done
   echo -n "router /readyz: "

@@ -1,7 +1,9 @@
 #include "common/bus/nats_config.h"
 
 #include <crypt.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +13,8 @@
 #include <set>
 #include <utility>
 
+#include "common/bus/bus.h"
+#include "common/core/files.h"
 #include "common/core/names.h"
 #include "common/core/status.h"
 #include "fmt/format.h"
@@ -98,10 +102,16 @@ absl::Status NotAPlatformService(std::string_view who, std::string_view name) {
       Printable(name)));
 }
 
+std::string_view ReservedUserWord(std::string_view name) {
+  if (name == kRouterEntity) return "routers'";
+  if (name == kNatsWatchName) return "revocation watch's";
+  return "platform service's";
+}
+
 absl::Status ReservedEntity(std::string_view who, std::string_view name) {
   return absl::InvalidArgumentError(fmt::format(
       "{}: an entity may not be named \"{}\": its user would be the {} user", who, name,
-      name == kRouterEntity ? "routers'" : "platform service's"));
+      ReservedUserWord(name)));
 }
 
 absl::Status CheckUser(const NatsUser& u) {
@@ -118,7 +128,15 @@ absl::Status CheckUser(const NatsUser& u) {
     case NatsUserRole::kService:
       if (!IsPlatformService(u.entity)) return NotAPlatformService(who, u.entity);
       break;
+    case NatsUserRole::kRevocationWatch:
+      if (u.entity != kNatsWatchName) {
+        return absl::InvalidArgumentError(
+            fmt::format("{}: a revocation watch user's entity must be \"{}\", got \"{}\"", who,
+                        kNatsWatchName, Printable(u.entity)));
+      }
+      break;
     case NatsUserRole::kEntity:
+    case NatsUserRole::kOperator:
       CHASQUI_RETURN_IF_ERROR(ValidateName("entity", u.entity));
       if (IsReservedEntityName(u.entity)) return ReservedEntity(who, u.entity);
       break;
@@ -158,7 +176,7 @@ const std::vector<std::string>& NatsPlatformServices() {
 }
 
 bool IsReservedEntityName(std::string_view name) {
-  return name == kRouterEntity || IsPlatformService(name);
+  return name == kRouterEntity || name == kNatsWatchName || IsPlatformService(name);
 }
 
 std::string NatsUserName(NatsUserRole role, std::string_view entity, std::string_view env) {
@@ -174,6 +192,7 @@ NatsPermissions NatsPermissionsFor(NatsUserRole role, std::string_view entity,
   NatsPermissions p;
   switch (role) {
     case NatsUserRole::kEntity:
+    case NatsUserRole::kOperator:
       // Its gateway sends its own requests, serves its own services (queue groups included)
       // and reads its own replies; it answers a router only through the response permission.
       // It enrols, fetches certificates, talks to the catalog (snapshot and events included)
@@ -189,6 +208,17 @@ NatsPermissions NatsPermissionsFor(NatsUserRole role, std::string_view entity,
                            fmt::format("_INBOX.{}.{}.>", env, entity), "chq.evt.crypto.revoked",
                            "chq.evt.catalog.>"};
       p.allow_responses = true;
+      // The platform's operators revoke certificates through their entity's user (`chasqui
+      // revoke`); the crypto service accepts a revocation only signed by an operator's key.
+      if (role == NatsUserRole::kOperator) p.publish_allow.push_back("chq.ctl.crypto.revoke");
+      break;
+    case NatsUserRole::kRevocationWatch:
+      // Reads the revocation lists and asks the directory who the revoked certificates were;
+      // the answers come to its own inbox. It publishes nothing else and answers nobody.
+      p.publish_allow = {"chq.ctl.crypto.directory"};
+      p.subscribe_allow = {"chq.evt.crypto.revoked",
+                           NatsServiceInboxPrefix(kNatsWatchName, env) + ".>"};
+      p.allow_responses = false;
       break;
     case NatsUserRole::kRouter:
       // Forwards to providers and answers consumers (replies, error envelopes, relays); traces,
@@ -276,6 +306,11 @@ absl::StatusOr<std::string> NatsServerConfig(const NatsConfigInput& input) {
       out += fmt::format("    # {}: the routers of env {}\n", u.name, u.env);
     } else if (u.role == NatsUserRole::kService) {
       out += fmt::format("    # {}: platform service {} in env {}\n", u.name, u.entity, u.env);
+    } else if (u.role == NatsUserRole::kOperator) {
+      out += fmt::format("    # {}: entity {} in env {}, the platform operator's (may revoke)\n",
+                         u.name, u.entity, u.env);
+    } else if (u.role == NatsUserRole::kRevocationWatch) {
+      out += fmt::format("    # {}: the revocation watch of env {}\n", u.name, u.env);
     } else {
       out += fmt::format("    # {}: entity {} in env {}\n", u.name, u.entity, u.env);
     }
@@ -317,12 +352,18 @@ absl::StatusOr<std::vector<NatsUser>> PlanNatsUsers(const std::vector<NatsTruste
           env, source, known, env));
     }
     bool has_router = false;
+    bool has_watch = false;
     std::set<std::string> entities;
+    std::set<std::string> operators;
     std::set<std::string> services;
     for (const NatsTrustedName& t : trusted) {
       if (t.env != env) continue;
       if (t.role == NatsUserRole::kRouter) {
         has_router = true;
+        continue;
+      }
+      if (t.role == NatsUserRole::kRevocationWatch) {
+        has_watch = true;
         continue;
       }
       if (t.role == NatsUserRole::kService) {
@@ -335,10 +376,11 @@ absl::StatusOr<std::vector<NatsUser>> PlanNatsUsers(const std::vector<NatsTruste
       if (IsReservedEntityName(t.entity)) {
         return absl::InvalidArgumentError(fmt::format(
             "{}: an entity key is named \"{}\" in env {}: that name is the {} NATS user",
-            source, t.entity, env, t.entity == kRouterEntity ? "routers'" : "platform service's"));
+            source, t.entity, env, ReservedUserWord(t.entity)));
       }
       CHASQUI_RETURN_IF_ERROR(ValidateName("entity", t.entity));
       entities.insert(t.entity);
+      if (t.role == NatsUserRole::kOperator) operators.insert(t.entity);
     }
     if (has_router) {
       users.push_back(NatsUser{NatsUserName(NatsUserRole::kRouter, kRouterEntity, env), "",
@@ -348,9 +390,14 @@ absl::StatusOr<std::vector<NatsUser>> PlanNatsUsers(const std::vector<NatsTruste
       users.push_back(NatsUser{NatsUserName(NatsUserRole::kService, s, env), "",
                                NatsUserRole::kService, s, env});
     }
+    if (has_watch) {
+      users.push_back(NatsUser{NatsUserName(NatsUserRole::kRevocationWatch, kNatsWatchName, env),
+                               "", NatsUserRole::kRevocationWatch, kNatsWatchName, env});
+    }
     for (const std::string& e : entities) {
-      users.push_back(
-          NatsUser{NatsUserName(NatsUserRole::kEntity, e, env), "", NatsUserRole::kEntity, e, env});
+      const NatsUserRole role =
+          operators.count(e) > 0 ? NatsUserRole::kOperator : NatsUserRole::kEntity;
+      users.push_back(NatsUser{NatsUserName(role, e, env), "", role, e, env});
     }
   }
   return users;
@@ -397,6 +444,82 @@ absl::StatusOr<std::string> BcryptHash(std::string_view password, int cost) {
     return absl::InternalError(fmt::format("bcrypt: libcrypt failed: {}", std::strerror(err)));
   }
   return out;
+}
+
+absl::Status FillKeptNatsPasswords(std::vector<NatsUser>* users, const std::string& secrets_dir,
+                                   int bcrypt_cost, NatsHashCache* cache,
+                                   std::vector<std::string>* created) {
+  if (::mkdir(secrets_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return absl::PermissionDeniedError(
+        fmt::format("cannot create {}: {}", secrets_dir, std::strerror(errno)));
+  }
+  for (NatsUser& u : *users) {
+    const std::string path = fmt::format("{}/{}.password", secrets_dir, u.name);
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0) {
+      if (errno != ENOENT) {
+        return absl::PermissionDeniedError(
+            fmt::format("{}: cannot stat it: {}", path, std::strerror(errno)));
+      }
+      // A user without a password yet (a new entity): a new one, written before it is used.
+      CHASQUI_ASSIGN_OR_RETURN(std::string password, NewNatsPassword());
+      absl::StatusOr<std::string> hash = BcryptHash(password, bcrypt_cost);
+      absl::Status written =
+          hash.ok() ? WriteFileDurably(path, password, 0600, /*replace=*/false) : hash.status();
+      ::explicit_bzero(password.data(), password.size());
+      CHASQUI_RETURN_IF_ERROR(written);
+      if (::lstat(path.c_str(), &st) != 0) {
+        return absl::InternalError(fmt::format("{}: written but cannot stat it", path));
+      }
+      if (created != nullptr) created->push_back(u.name);
+      u.password = *std::move(hash);
+    } else {
+      if (!S_ISREG(st.st_mode)) {
+        return absl::FailedPreconditionError(fmt::format(
+            "{} exists and is not a regular file (a symlink?): refusing it", path));
+      }
+      const NatsHashCache::Entry* hit = nullptr;
+      if (cache != nullptr) {
+        auto it = cache->by_user.find(u.name);
+        const int64_t mtime_ns = st.st_mtim.tv_sec * 1'000'000'000LL + st.st_mtim.tv_nsec;
+        if (it != cache->by_user.end() && it->second.dev == st.st_dev &&
+            it->second.ino == st.st_ino && it->second.size == static_cast<uint64_t>(st.st_size) &&
+            it->second.mtime_ns == mtime_ns) {
+          hit = &it->second;
+        }
+      }
+      if (hit != nullptr) {
+        u.password = hit->hash;
+      } else {
+        BusOptions read;  // LoadNatsPassword checks the mode and strips trailing whitespace
+        read.user = u.name;
+        CHASQUI_RETURN_IF_ERROR(LoadNatsPassword(path, &read));
+        for (char c : read.password) {
+          if (!IsPasswordChar(c)) {
+            ::explicit_bzero(read.password.data(), read.password.size());
+            return absl::InvalidArgumentError(fmt::format(
+                "{}: the password has a character outside [A-Za-z0-9./$+=_-]", path));
+          }
+        }
+        absl::StatusOr<std::string> hash = BcryptHash(read.password, bcrypt_cost);
+        ::explicit_bzero(read.password.data(), read.password.size());
+        if (!hash.ok()) {
+          return absl::Status(hash.status().code(),
+                              fmt::format("{}: {}", path, MessageOf(hash.status())));
+        }
+        u.password = *std::move(hash);
+      }
+    }
+    if (cache != nullptr) {
+      NatsHashCache::Entry& e = cache->by_user[u.name];
+      e.dev = st.st_dev;
+      e.ino = st.st_ino;
+      e.size = static_cast<uint64_t>(st.st_size);
+      e.mtime_ns = st.st_mtim.tv_sec * 1'000'000'000LL + st.st_mtim.tv_nsec;
+      e.hash = u.password;
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace chasqui

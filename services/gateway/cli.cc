@@ -10,6 +10,11 @@
 //                   --env test [--env prod] --out nats.conf --secrets-dir DIR
 //                   [--listen 127.0.0.1:4222] [--force]   (the operator's nats-server users)
 //                   [--tls-cert F --tls-key F [--tls-ca F]]  (TLS-only; without them no tls block)
+//                   [--operator-entity agetic] [--nats-watch] [--keep-passwords]
+//                   [--watch --roots roots.json --nats-pid-file F --nats URL
+//                    --nats-user nats-watch.test --nats-password-file F]  (services/gateway/nats_watch.h)
+//   chasqui revoke  --serial N --reason entity_withdrawn --key OP.key --cert OP.cert
+//                   --roots roots.json ...   (an operator; services/gateway/cli_revoke.h)
 //   chasqui top     [--router http://127.0.0.1:9101 ...] [--interval 2] [--once] [--json]
 
 #include <fcntl.h>
@@ -46,6 +51,8 @@
 #include "nlohmann/json.hpp"
 #include "common/trust/certificate_trust.h"
 #include "services/gateway/cli_people.h"
+#include "services/gateway/cli_revoke.h"
+#include "services/gateway/nats_watch.h"
 #include "services/gateway/sdk.h"
 
 namespace {
@@ -386,11 +393,21 @@ struct NatsNames {
   std::vector<std::string> entities;  // --entity: entities not enrolled yet
   bool router = false;                // --router
   std::vector<std::string> services;  // --service
+  std::string operator_entity;        // --operator-entity: its user may also revoke
+  bool watch_user = false;            // --nats-watch: a nats-watch.<env> user
 };
 
-// The operator's verb: nats-server users and permissions from the trust file (DESIGN.md,
-// "Names and subjects"). Each password goes to its own 0600 file; the config holds only bcrypt
-// hashes of them.
+// How `chasqui nats-config` writes: new passwords (the default), kept ones, or kept ones and
+// then following the revocation lists (--watch).
+struct NatsConfigMode {
+  bool force = false;
+  bool keep_passwords = false;
+  bool watch = false;
+  std::string roots;     // --roots (with --watch)
+  std::string pid_file;  // --nats-pid-file (with --watch)
+  int resync_seconds = 60;
+};
+
 // nats-server's TLS files as the configuration names them: absolute (nats-server resolves a
 // relative path against its own working directory), and checked readable now rather than when
 // nats-server starts.
@@ -410,9 +427,125 @@ absl::StatusOr<chasqui::NatsTlsFiles> ResolveTlsFiles(chasqui::NatsTlsFiles tls)
   return tls;
 }
 
+// The users the flags name (passwords empty), with a warning for an env without a router.
+absl::StatusOr<std::vector<chasqui::NatsUser>> PlanFromFlags(const NatsNames& sources,
+                                                            const std::vector<std::string>& envs) {
+  std::vector<chasqui::NatsTrustedName> names;
+  const std::string source = sources.trust_file.empty() ? "the flags" : sources.trust_file;
+  if (!sources.trust_file.empty()) {
+    CHASQUI_ASSIGN_OR_RETURN(names, TrustedNames(sources.trust_file));
+  }
+  for (const std::string& env : envs) {
+    for (const std::string& e : sources.entities) {
+      names.push_back({e, env, chasqui::NatsUserRole::kEntity});
+    }
+    for (const std::string& s : sources.services) {
+      names.push_back({s, env, chasqui::NatsUserRole::kService});
+    }
+    if (sources.router) names.push_back({"router", env, chasqui::NatsUserRole::kRouter});
+    if (!sources.operator_entity.empty()) {
+      names.push_back({sources.operator_entity, env, chasqui::NatsUserRole::kOperator});
+    }
+    if (sources.watch_user) {
+      names.push_back({chasqui::kNatsWatchName, env, chasqui::NatsUserRole::kRevocationWatch});
+    }
+  }
+  if (names.empty()) {
+    return absl::InvalidArgumentError(
+        "nats-config: nobody to make a user for: give --trust and/or --entity, --router, "
+        "--service");
+  }
+  CHASQUI_ASSIGN_OR_RETURN(auto users, chasqui::PlanNatsUsers(names, envs, source));
+  for (const std::string& env : envs) {
+    const bool has_router = std::any_of(users.begin(), users.end(), [&](const auto& u) {
+      return u.env == env && u.role == chasqui::NatsUserRole::kRouter;
+    });
+    if (!has_router) {
+      std::cerr << fmt::format(
+          "chasqui: warning: {} has no router key for env {}: no router.{} user is made\n",
+          source, env, env);
+    }
+  }
+  return users;
+}
+
+// `chasqui nats-config --watch`: runs until SIGINT/SIGTERM (services/gateway/nats_watch.h).
+int NatsWatch(std::vector<chasqui::NatsUser> users, chasqui::NatsConfigInput base,
+              const std::string& out, const std::string& secrets_dir, int bcrypt_cost,
+              const NatsConfigMode& mode, const NatsLogin& nats) {
+  chasqui::InitLogging("nats-watch");
+  spdlog::set_level(spdlog::level::info);
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  if (mode.roots.empty()) {
+    return Fail(absl::InvalidArgumentError(
+        "--watch needs --roots roots.json: every revocation list and certificate is verified "
+        "against the pinned roots"));
+  }
+  if (mode.resync_seconds < 1) {
+    return Fail(absl::InvalidArgumentError("--resync-seconds: at least 1"));
+  }
+  const std::string prefix = std::string(chasqui::kNatsWatchName) + ".";
+  const std::string env = nats.user.rfind(prefix, 0) == 0 ? nats.user.substr(prefix.size()) : "";
+  if (env.empty()) {
+    return Fail(absl::InvalidArgumentError(fmt::format(
+        "--watch: --nats-user must be a {}<env> user (`chasqui nats-config --nats-watch` makes "
+        "one), got \"{}\"",
+        prefix, chasqui::Printable(nats.user))));
+  }
+  auto anchors = chasqui::LoadTrustAnchors(mode.roots);
+  if (!anchors.ok()) return Fail(anchors.status());
+  chasqui::BusOptions options;
+  options.url = nats.url;
+  options.user = nats.user;
+  options.ca_file = nats.ca_file;
+  options.name = "chasqui-nats-watch";
+  options.send_asap = true;
+  auto bus = chasqui::ConnectWithPasswordFile(options, nats.password_file);
+  if (!bus.ok()) return Fail(bus.status());
+  chasqui::NatsWatchOptions wo;
+  wo.planned = std::move(users);
+  wo.base = std::move(base);
+  wo.config_path = out;
+  wo.secrets_dir = secrets_dir;
+  wo.bcrypt_cost = bcrypt_cost;
+  wo.pid_file = mode.pid_file;
+  wo.anchors = *std::move(anchors);
+  wo.inbox_prefix = fmt::format(
+      "{}.{}", chasqui::NatsServiceInboxPrefix(chasqui::kNatsWatchName, env), ::getpid());
+  wo.resync = absl::Seconds(mode.resync_seconds);
+  const size_t planned = wo.planned.size();
+  auto watch = chasqui::NatsRevocationWatch::Start(bus->get(), std::move(wo),
+                                                   chasqui::SystemClock());
+  if (!watch.ok()) return Fail(watch.status());
+  CHQ_LOG_INFO("start: {} planned users, config {}, secrets {}, pid file {}, roots {}, as {}",
+               planned, out, secrets_dir, mode.pid_file.empty() ? "(none)" : mode.pid_file,
+               mode.roots, nats.user);
+  int sig = 0;
+  sigwait(&signals, &sig);
+  CHQ_LOG_INFO("signal {}: stopping ({} configurations written)", sig, (*watch)->state().rewrites);
+  watch->reset();
+  (void)(*bus)->Drain(absl::Seconds(2));
+  return 0;
+}
+
+// The operator's verb: nats-server users and permissions from the trust file and flags
+// (DESIGN.md, "Names and subjects"). Each password goes to its own 0600 file; the config holds
+// only bcrypt hashes of them.
 int NatsConfig(const NatsNames& sources, const std::vector<std::string>& envs,
                const std::string& out, const std::string& secrets_dir, const std::string& listen,
-               bool force, int bcrypt_cost, const chasqui::NatsTlsFiles& tls_flags) {
+               const NatsConfigMode& mode, int bcrypt_cost, const chasqui::NatsTlsFiles& tls_flags,
+               const NatsLogin& nats) {
+  if (mode.force && (mode.keep_passwords || mode.watch)) {
+    return Fail(absl::InvalidArgumentError(
+        "--force makes every password new, --keep-passwords and --watch keep them: choose one"));
+  }
+  if (!mode.watch && (!mode.roots.empty() || !mode.pid_file.empty())) {
+    return Fail(absl::InvalidArgumentError("--roots and --nats-pid-file go with --watch"));
+  }
   auto tls = ResolveTlsFiles(tls_flags);
   if (!tls.ok()) return Fail(tls.status());
   {
@@ -425,44 +558,13 @@ int NatsConfig(const NatsNames& sources, const std::vector<std::string>& envs,
     auto checked = chasqui::NatsServerConfig(probe);
     if (!checked.ok()) return Fail(checked.status());
   }
-  std::vector<chasqui::NatsTrustedName> names;
-  std::string source = sources.trust_file.empty() ? "the flags" : sources.trust_file;
-  if (!sources.trust_file.empty()) {
-    auto from_file = TrustedNames(sources.trust_file);
-    if (!from_file.ok()) return Fail(from_file.status());
-    names = *std::move(from_file);
-  }
-  for (const std::string& env : envs) {
-    for (const std::string& e : sources.entities) {
-      names.push_back({e, env, chasqui::NatsUserRole::kEntity});
-    }
-    for (const std::string& s : sources.services) {
-      names.push_back({s, env, chasqui::NatsUserRole::kService});
-    }
-    if (sources.router) names.push_back({"router", env, chasqui::NatsUserRole::kRouter});
-  }
-  if (names.empty()) {
-    return Fail(absl::InvalidArgumentError(
-        "nats-config: nobody to make a user for: give --trust and/or --entity, --router, "
-        "--service"));
-  }
-  const std::string& trust_file = source;
-  auto users = chasqui::PlanNatsUsers(names, envs, source);
+  auto users = PlanFromFlags(sources, envs);
   if (!users.ok()) return Fail(users.status());
-  for (const std::string& env : envs) {
-    const bool has_router = std::any_of(users->begin(), users->end(), [&](const auto& u) {
-      return u.env == env && u.role == chasqui::NatsUserRole::kRouter;
-    });
-    if (!has_router) {
-      std::cerr << fmt::format(
-          "chasqui: warning: {} has no router key for env {}: no router.{} user is made\n",
-          trust_file, env, env);
-    }
-  }
   // Check every target first, so a refusal leaves nothing half written.
   auto secret_path = [&](const chasqui::NatsUser& u) {
     return fmt::format("{}/{}.password", secrets_dir, u.name);
   };
+  const bool keep = mode.keep_passwords || mode.watch;
   std::vector<std::string> targets = {out};
   for (const auto& u : *users) targets.push_back(secret_path(u));
   for (const std::string& t : targets) {
@@ -472,37 +574,56 @@ int NatsConfig(const NatsNames& sources, const std::vector<std::string>& envs,
       return Fail(absl::FailedPreconditionError(
           fmt::format("{} exists and is not a regular file (a symlink?): refusing it", t)));
     }
-    if (!force) {
-      return Fail(absl::AlreadyExistsError(
-          fmt::format("{} exists: refusing to overwrite it (--force replaces it)", t)));
+    if (!mode.force && !keep) {
+      return Fail(absl::AlreadyExistsError(fmt::format(
+          "{} exists: refusing to overwrite it (--keep-passwords rewrites the configuration and "
+          "keeps existing passwords; --force replaces everything)",
+          t)));
     }
-  }
-  if (::mkdir(secrets_dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    return Fail(absl::PermissionDeniedError(
-        fmt::format("cannot create {}: {}", secrets_dir, strerror(errno))));
   }
   chasqui::NatsConfigInput input;
   input.listen = listen;
   input.tls = *tls;
-  for (chasqui::NatsUser& u : *users) {
-    auto password = chasqui::NewNatsPassword();
-    if (!password.ok()) return Fail(password.status());
-    auto hash = chasqui::BcryptHash(*password, bcrypt_cost);
-    if (!hash.ok()) return Fail(hash.status());
-    // The password file holds the password alone, no newline.
-    absl::Status written = WriteUserFile(secret_path(u), *password, 0600, force);
-    ::explicit_bzero(password->data(), password->size());
-    if (!written.ok()) return Fail(written);
-    u.password = *std::move(hash);
-    input.users.push_back(u);
+  if (mode.watch) {
+    return NatsWatch(*std::move(users), std::move(input), out, secrets_dir, bcrypt_cost, mode,
+                     nats);
+  }
+  std::vector<std::string> created;
+  if (keep) {
+    if (auto s = chasqui::FillKeptNatsPasswords(&*users, secrets_dir, bcrypt_cost, nullptr,
+                                                &created);
+        !s.ok()) {
+      return Fail(s);
+    }
+    input.users = *users;
+  } else {
+    if (::mkdir(secrets_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      return Fail(absl::PermissionDeniedError(
+          fmt::format("cannot create {}: {}", secrets_dir, strerror(errno))));
+    }
+    for (chasqui::NatsUser& u : *users) {
+      auto password = chasqui::NewNatsPassword();
+      if (!password.ok()) return Fail(password.status());
+      auto hash = chasqui::BcryptHash(*password, bcrypt_cost);
+      if (!hash.ok()) return Fail(hash.status());
+      // The password file holds the password alone, no newline.
+      absl::Status written = WriteUserFile(secret_path(u), *password, 0600, mode.force);
+      ::explicit_bzero(password->data(), password->size());
+      if (!written.ok()) return Fail(written);
+      u.password = *std::move(hash);
+      input.users.push_back(u);
+      created.push_back(u.name);
+    }
   }
   auto config = chasqui::NatsServerConfig(input);
   if (!config.ok()) return Fail(config.status());
-  if (auto s = WriteUserFile(out, *config, 0600, force); !s.ok()) return Fail(s);
+  if (auto s = WriteUserFile(out, *config, 0600, mode.force || keep); !s.ok()) return Fail(s);
   std::cout << fmt::format("wrote {} (mode 0600; bcrypt hashes, cost {}) with {} users:\n", out,
                            bcrypt_cost, input.users.size());
   for (const auto& u : input.users) {
-    std::cout << fmt::format("  {:<24} password in {}\n", u.name, secret_path(u));
+    const bool made = std::find(created.begin(), created.end(), u.name) != created.end();
+    std::cout << fmt::format("  {:<24} password in {}{}\n", u.name, secret_path(u),
+                             keep ? (made ? " (new)" : " (kept)") : "");
   }
   if (input.tls.enabled()) {
     std::cout << fmt::format(
@@ -597,7 +718,6 @@ int main(int argc, char** argv) {
   NatsNames nc_names;
   std::string nc_out = "nats.conf", nc_secrets, nc_listen = "127.0.0.1:4222";
   std::vector<std::string> nc_envs;
-  bool nc_force = false;
   int nc_bcrypt_cost = 11;
   auto* nats_config = app.add_subcommand(
       "nats-config", "write nats-server's users and permissions for entities, routers and services");
@@ -616,7 +736,27 @@ int main(int argc, char** argv) {
                           "directory for <user>.password files (created 0700)")
       ->required();
   nats_config->add_option("--listen", nc_listen, "nats-server's client address, host:port");
-  nats_config->add_flag("--force", nc_force, "replace existing files (all passwords change)");
+  NatsConfigMode nc_mode;
+  nats_config->add_option("--operator-entity", nc_names.operator_entity,
+                          "the platform operator's entity (e.g. agetic): its user may also "
+                          "publish chq.ctl.crypto.revoke (`chasqui revoke`)");
+  nats_config->add_flag("--nats-watch", nc_names.watch_user,
+                        "a nats-watch.<env> user for `chasqui nats-config --watch`");
+  nats_config->add_flag("--force", nc_mode.force, "replace existing files (all passwords change)");
+  nats_config->add_flag("--keep-passwords", nc_mode.keep_passwords,
+                        "rewrite the configuration keeping each existing <user>.password (new "
+                        "ones only for new users): nobody else is disconnected");
+  nats_config->add_flag("--watch", nc_mode.watch,
+                        "keep running: follow the revocation lists and remove the users of "
+                        "withdrawn entities (keeps passwords; needs --roots, a nats-watch user)");
+  nats_config->add_option("--roots", nc_mode.roots,
+                          "with --watch: pinned roots (roots.json) every list is verified with");
+  nats_config->add_option("--nats-pid-file", nc_mode.pid_file,
+                          "with --watch: nats-server's pid file (nats-server -P): SIGHUP after "
+                          "each rewrite");
+  nats_config->add_option("--resync-seconds", nc_mode.resync_seconds,
+                          "with --watch: fetch the lists this often (missed events)");
+  add_nats(nats_config);
   nats_config->add_option("--bcrypt-cost", nc_bcrypt_cost, "bcrypt cost (4..31)");
   chasqui::NatsTlsFiles nc_tls;
   nats_config->add_option("--tls-cert", nc_tls.cert_file,
@@ -639,6 +779,7 @@ int main(int argc, char** argv) {
 
   chasqui::cli::AddCatalogCommands(app);
   chasqui::cli::AddQuotaCommands(app);
+  chasqui::cli::AddRevokeCommand(app);
   CLI11_PARSE(app, argc, argv);
   std::signal(SIGPIPE, SIG_IGN);
   spdlog::set_level(spdlog::level::warn);
@@ -655,8 +796,8 @@ int main(int argc, char** argv) {
   }
   if (*serve) rc = ServeDemo(nats, key, trust_flags);
   if (*nats_config) {
-    rc = NatsConfig(nc_names, nc_envs, nc_out, nc_secrets, nc_listen, nc_force, nc_bcrypt_cost,
-                    nc_tls);
+    rc = NatsConfig(nc_names, nc_envs, nc_out, nc_secrets, nc_listen, nc_mode, nc_bcrypt_cost,
+                    nc_tls, nats);
   }
   if (*top) {
     if (!top_routers.empty()) top_options.routers = top_routers;

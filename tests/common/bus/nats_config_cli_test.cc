@@ -95,5 +95,42 @@ TEST(NatsConfigCliTest, HalfTheTlsFlagsWriteNothing) {
   EXPECT_FALSE(Exists(dir.File("missing.conf")));
 }
 
+// Adding an entity to a running bus: --keep-passwords rewrites the configuration, keeps every
+// existing password file byte for byte and makes one only for the new user.
+TEST(NatsConfigCliTest, KeepPasswordsRewritesTheConfigWithoutChangingAnyonesPassword) {
+  TempDir dir;
+  ASSERT_EQ(RunCommand(NatsConfigCommand(dir, "nats.conf", "")).exit_code, 0);
+  const std::string sin = ReadFileOrEmpty(dir.File("nats.conf.secrets/sin.test.password"));
+  const std::string router = ReadFileOrEmpty(dir.File("nats.conf.secrets/router.test.password"));
+  ASSERT_FALSE(sin.empty());
+
+  // Without a mode the existing files are refused, naming both ways out.
+  const auto refused = RunCommand(NatsConfigCommand(dir, "nats.conf", "--entity segip"));
+  EXPECT_EQ(refused.exit_code, 2) << refused.output;
+  EXPECT_THAT(refused.output, HasSubstr("--keep-passwords"));
+  const auto both = RunCommand(NatsConfigCommand(dir, "nats.conf", "--force --keep-passwords"));
+  EXPECT_EQ(both.exit_code, 2) << both.output;
+  EXPECT_THAT(both.output, HasSubstr("choose one"));
+
+  const auto kept = RunCommand(NatsConfigCommand(dir, "nats.conf", "--entity segip --keep-passwords"));
+  ASSERT_EQ(kept.exit_code, 0) << kept.output;
+  EXPECT_THAT(kept.output, HasSubstr("sin.test.password (kept)"));
+  EXPECT_THAT(kept.output, HasSubstr("segip.test.password (new)"));
+  EXPECT_EQ(ReadFileOrEmpty(dir.File("nats.conf.secrets/sin.test.password")), sin);
+  EXPECT_EQ(ReadFileOrEmpty(dir.File("nats.conf.secrets/router.test.password")), router);
+  EXPECT_THAT(ReadFileOrEmpty(dir.File("nats.conf")), HasSubstr("user: \"segip.test\""));
+
+  // And the kept password still logs in under the rewritten configuration.
+  auto server = NatsServer::Start({"-c", dir.File("nats.conf")});
+  ASSERT_TRUE(server.ok()) << server.status();
+  BusOptions options;
+  options.url = (*server)->url();
+  options.name = "cli-kept";
+  options.user = "sin.test";
+  options.max_reconnect = 0;
+  auto bus = ConnectWithPasswordFile(options, dir.File("nats.conf.secrets/sin.test.password"));
+  EXPECT_TRUE(bus.ok()) << bus.status();
+}
+
 }  // namespace
 }  // namespace chasqui

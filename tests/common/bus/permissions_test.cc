@@ -114,7 +114,10 @@ class PermissionsTest : public ::testing::Test {
                                             {"crypto", "test", NatsUserRole::kService},
                                             {"audit", "test", NatsUserRole::kService},
                                             {"catalog", "test", NatsUserRole::kService},
-                                            {"quota", "test", NatsUserRole::kService}},
+                                            {"quota", "test", NatsUserRole::kService},
+                                            {"agetic", "test", NatsUserRole::kOperator},
+                                            {"nats-watch", "test",
+                                             NatsUserRole::kRevocationWatch}},
                                            {"test"}, "the test's trust list"));
     NatsConfigInput input;
     input.listen = "127.0.0.1:4222";  // the test server's -p -1 overrides the port
@@ -521,6 +524,61 @@ TEST_F(PermissionsTest, RoutersEntitiesAndServicesReachExactlyTheControlPlaneThe
   EXPECT_TRUE(DeniedPublish("audit.test", "chq.ctl.catalog.snapshot"));
   EXPECT_TRUE(DeniedSubscription("sin.test", "chq.evt.crypto.>"));
   EXPECT_TRUE(DeniedSubscription("router.test", "chq.evt.audit.>"));
+}
+
+// The operator's entity (agetic, `--operator-entity`) may send revocations, which nobody else
+// may; the revocation watch (`--nats-watch`) reads the lists and asks the directory, and does
+// nothing else: no revoking, no requests, no other events, no forged lists.
+TEST_F(PermissionsTest, TheOperatorsEntityRevokesAndTheWatchOnlyFollowsRevocations) {
+  auto crypto = As("crypto.test");
+  auto agetic = As("agetic.test");
+  auto watch = As("nats-watch.test", /*shared_delivery_thread=*/true);
+  ASSERT_TRUE(crypto && agetic && watch);
+  Received at_crypto, at_watch;
+  // crypto records what reaches it and answers the directory request (its response permission).
+  Bus* responder = crypto.get();
+  auto s1 = crypto->QueueSubscribe("chq.ctl.crypto.>", "chq.crypto",
+                                   [&at_crypto, responder](const BusMessage& m) {
+                                     at_crypto.Handler()(m);
+                                     if (!m.reply.empty()) {
+                                       (void)responder->Publish(m.reply, "the directory's answer");
+                                     }
+                                   });
+  ASSERT_TRUE(s1.ok()) << s1.status();
+  auto s2 = Sub(*watch, "chq.evt.crypto.revoked", at_watch);
+  auto s3 = Sub(*watch, "_INBOX._nats-watch.test.>", at_watch);
+  auto spy1 = watch->Subscribe("chq.evt.crypto.>", at_watch.Handler());
+  auto spy2 = watch->Subscribe("chq.test.svc.>", at_watch.Handler());
+  for (Bus* b : {crypto.get(), agetic.get(), watch.get()}) {
+    ASSERT_TRUE(b->Flush(absl::Seconds(5)).ok());
+  }
+
+  ASSERT_TRUE(agetic->Publish("chq.ctl.crypto.revoke", "revoke by the operator").ok());
+  ASSERT_TRUE(watch->Publish("chq.ctl.crypto.revoke", "forged revoke").ok());
+  ASSERT_TRUE(watch->Publish("chq.test.req.sin.segip.x", "forged request").ok());
+  ASSERT_TRUE(watch->Publish("chq.evt.crypto.revoked", "forged list").ok());
+  // Events first (a forbidden one reaching the watch would come before the list), then the
+  // request whose answer comes last.
+  ASSERT_TRUE(crypto->Publish("chq.evt.crypto.rotated", "not the watch's").ok());
+  ASSERT_TRUE(crypto->Publish("chq.evt.crypto.revoked", "list v3").ok());
+  ASSERT_TRUE(crypto->Flush(absl::Seconds(5)).ok());
+  ASSERT_TRUE(WaitFor([&] { return at_watch.Has("chq.evt.crypto.revoked"); }, kBound));
+  ASSERT_TRUE(
+      watch->Publish("chq.ctl.crypto.directory", "lists?", "_INBOX._nats-watch.test.1.1").ok());
+
+  ASSERT_TRUE(WaitFor([&] { return at_crypto.All().size() >= 2; }, kBound));
+  ASSERT_TRUE(WaitFor([&] { return at_watch.Has("_INBOX._nats-watch.test.1.1"); }, kBound));
+  EXPECT_THAT(at_crypto.All(),
+              UnorderedElementsAre(Pair("chq.ctl.crypto.revoke", "revoke by the operator"),
+                                   Pair("chq.ctl.crypto.directory", "lists?")));
+  EXPECT_THAT(at_watch.All(),
+              ElementsAre(Pair("chq.evt.crypto.revoked", "list v3"),
+                          Pair("_INBOX._nats-watch.test.1.1", "the directory's answer")));
+  EXPECT_TRUE(DeniedPublish("nats-watch.test", "chq.ctl.crypto.revoke"));
+  EXPECT_TRUE(DeniedPublish("nats-watch.test", "chq.test.req.sin.segip.x"));
+  EXPECT_TRUE(DeniedPublish("nats-watch.test", "chq.evt.crypto.revoked"));
+  EXPECT_TRUE(DeniedSubscription("nats-watch.test", "chq.evt.crypto.>"));
+  EXPECT_TRUE(DeniedSubscription("nats-watch.test", "chq.test.svc.>"));
 }
 
 // A router with --quota (RouterPolicies): it draws and returns leases, gets the answers in its
