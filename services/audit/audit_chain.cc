@@ -4,6 +4,8 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/time/civil_time.h"
+#include "absl/time/time.h"
 #include "common/core/log.h"
 #include "common/core/status.h"
 #include "fmt/format.h"
@@ -36,6 +38,7 @@ absl::StatusOr<std::unique_ptr<AuditChain>> AuditChain::Open(const AuditChainOpt
   std::unique_ptr<AuditChain> chain(new AuditChain(options, store, signer, clock, metrics));
   CHASQUI_ASSIGN_OR_RETURN(chain->zone_, LoadReportZone(options.report_zone));
   CHASQUI_RETURN_IF_ERROR(chain->Recover());
+  chain->signer_thread_ = std::thread([c = chain.get()] { c->SignLoop(); });
   chain->writer_ = std::thread([c = chain.get()] { c->Run(); });
   return chain;
 }
@@ -119,6 +122,13 @@ void AuditChain::Stop() {
   }
   std::lock_guard<std::mutex> join_lock(join_mu_);
   if (writer_.joinable()) writer_.join();
+  {
+    absl::MutexLock lock(&sign_mu_);
+    sign_exit_ = true;
+  }
+  // A signature still in flight (the writer stopped after a store error) ends within the
+  // signer's own timeout; nobody writes it.
+  if (signer_thread_.joinable()) signer_thread_.join();
 }
 
 absl::Status AuditChain::Healthy() const {
@@ -132,35 +142,58 @@ AuditChain::Stats AuditChain::stats() const {
   absl::MutexLock lock(&mu_);
   Stats s = stats_;
   s.queued = queue_.size();
+  s.signing = signing_;
   return s;
 }
 
-void AuditChain::Append(v1::AuditRecord record, AppendCallback done) {
-  if (absl::Status s = ValidateRecord(record); !s.ok()) {
-    if (metrics_ != nullptr) metrics_->CountAppended("rejected");
-    done(s);
-    return;
+absl::Status AuditChain::Check(const v1::ChainEntry& entry) const {
+  if (entry.has_refusal_count()) return ValidateRefusalCount(entry.refusal_count());
+  if (entry.has_certificate()) {
+    if (entry.certificate().env() != options_.env) {
+      return absl::InvalidArgumentError(fmt::format(
+          "certificate: env {} (this audit service keeps the {} chain)",
+          Printable(entry.certificate().env()), options_.env));
+    }
+    return ValidateCertificateIssued(entry.certificate()).status();
   }
+  if (!entry.has_record()) return absl::InvalidArgumentError("entry: empty");
+  const v1::AuditRecord& record = entry.record();
+  CHASQUI_RETURN_IF_ERROR(ValidateRecord(record));
   if (!options_.env.empty() && !record.env().empty() && record.env() != options_.env) {
-    if (metrics_ != nullptr) metrics_->CountAppended("rejected");
-    done(absl::InvalidArgumentError(
-        fmt::format("env: {} (this audit service keeps the {} chain)", record.env(), options_.env)));
-    return;
+    return absl::InvalidArgumentError(
+        fmt::format("env: {} (this audit service keeps the {} chain)", record.env(), options_.env));
   }
+  return absl::OkStatus();
+}
+
+void AuditChain::Append(v1::AuditRecord record, AppendCallback done) {
   v1::ChainEntry entry;
   *entry.mutable_record() = std::move(record);
-  Enqueue(std::move(entry), std::move(done));
+  std::vector<Pending> one;
+  one.push_back(Pending{std::move(entry), std::move(done)});
+  AppendAll(std::move(one));
 }
 
 void AuditChain::AppendRefusalCount(v1::RefusalCount count, AppendCallback done) {
-  if (absl::Status s = ValidateRefusalCount(count); !s.ok()) {
-    if (metrics_ != nullptr) metrics_->CountAppended("rejected");
-    done(s);
-    return;
-  }
   v1::ChainEntry entry;
   *entry.mutable_refusal_count() = std::move(count);
-  Enqueue(std::move(entry), std::move(done));
+  std::vector<Pending> one;
+  one.push_back(Pending{std::move(entry), std::move(done)});
+  AppendAll(std::move(one));
+}
+
+void AuditChain::AppendAll(std::vector<Pending> entries) {
+  std::vector<Pending> valid;
+  valid.reserve(entries.size());
+  for (Pending& p : entries) {
+    if (absl::Status s = Check(p.entry); !s.ok()) {
+      if (metrics_ != nullptr) metrics_->CountAppended("rejected");
+      p.done(s);
+      continue;
+    }
+    valid.push_back(std::move(p));
+  }
+  Enqueue(valid);
 }
 
 void AuditChain::AppendCertificate(v1::TransparencyLogEntry log_entry, AppendCallback done) {
@@ -168,16 +201,15 @@ void AuditChain::AppendCertificate(v1::TransparencyLogEntry log_entry, AppendCal
   v1::CertificateIssued* c = entry.mutable_certificate();
   c->set_env(options_.env);
   *c->mutable_entry() = std::move(log_entry);
-  if (auto body = ValidateCertificateIssued(*c); !body.ok()) {
-    if (metrics_ != nullptr) metrics_->CountAppended("rejected");
-    done(body.status());
-    return;
-  }
-  Enqueue(std::move(entry), std::move(done));
+  std::vector<Pending> one;
+  one.push_back(Pending{std::move(entry), std::move(done)});
+  AppendAll(std::move(one));
 }
 
-void AuditChain::Enqueue(v1::ChainEntry entry, AppendCallback done) {
+void AuditChain::Enqueue(std::vector<Pending>& entries) {
+  if (entries.empty()) return;
   absl::Status refused;
+  size_t taken = 0;
   {
     absl::MutexLock lock(&mu_);
     if (!failed_.ok()) {
@@ -185,29 +217,41 @@ void AuditChain::Enqueue(v1::ChainEntry entry, AppendCallback done) {
           fmt::format("audit chain stopped after a store error: {}", MessageOf(failed_)));
     } else if (stopping_) {
       refused = absl::UnavailableError("audit chain: stopping");
-    } else if (queue_.size() >= options_.max_queued_entries) {
-      refused = absl::UnavailableError(
-          fmt::format("audit chain: {} entries queued (the limit)", queue_.size()));
     } else {
-      queue_.push_back(Pending{std::move(entry), std::move(done)});
+      // One lock and one wake-up of the writer for all of them.
+      while (taken < entries.size() && queue_.size() < options_.max_queued_entries) {
+        queue_.push_back(std::move(entries[taken]));
+        ++taken;
+      }
+      if (taken < entries.size()) {
+        refused = absl::UnavailableError(
+            fmt::format("audit chain: {} entries queued (the limit)", queue_.size()));
+      }
       if (metrics_ != nullptr) metrics_->backlog().Set(static_cast<double>(queue_.size()));
-      return;
     }
   }
-  if (metrics_ != nullptr) metrics_->CountAppended("failed");
-  done(refused);
+  if (taken == entries.size()) return;
+  if (metrics_ != nullptr) {
+    metrics_->CountAppended("failed", static_cast<double>(entries.size() - taken));
+  }
+  for (size_t i = taken; i < entries.size(); ++i) entries[i].done(refused);
 }
 
 void AuditChain::Run() {
   std::vector<Pending> group;
+  // After Stop, one signature of the final head is asked for, whatever the retry interval.
+  bool final_asked = false;
   for (;;) {
     bool stopping = false;
+    std::optional<SignResult> result;
     {
       absl::MutexLock lock(&mu_);
       const int64_t tick = std::clamp<int64_t>(options_.checkpoint_every_ms, 1, kMaxTickMs);
+      // Stopping wakes the writer only once no signature is in flight: it waits for that one.
       mu_.AwaitWithTimeout(absl::Condition(
                                +[](AuditChain* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu_) {
-                                 return !c->queue_.empty() || c->stopping_;
+                                 return !c->queue_.empty() || c->signed_.has_value() ||
+                                        (c->stopping_ && !c->signing_);
                                },
                                this),
                            absl::Milliseconds(tick));
@@ -217,32 +261,50 @@ void AuditChain::Run() {
         group.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
+      if (signed_.has_value()) {
+        result = std::move(signed_);
+        signed_.reset();
+        signing_ = false;
+      }
       if (metrics_ != nullptr) metrics_->backlog().Set(static_cast<double>(queue_.size()));
+    }
+    std::optional<v1::Checkpoint> checkpoint;
+    if (result.has_value()) {
+      sign_in_flight_ = false;
+      checkpoint = TakeSignature(*std::move(result));
     }
     bool ok = true;
     const bool idle = group.empty();
     if (!idle) {
-      ok = CommitGroup(group);
+      ok = CommitGroup(group, checkpoint);
       group.clear();
-    } else {
-      // Idle: a time-based checkpoint if records came since the last one, and a final one when
-      // stopping, so a clean shutdown leaves the whole chain signed.
+    }
+    if (ok && checkpoint.has_value()) {
+      // No group wrote records this round: the checkpoint goes alone.
       KvBatch batch;
-      v1::Checkpoint cp;
-      if (MaybeCheckpoint(batch, stopping, &cp)) {
-        absl::Status s = store_->Write(batch, Durability::kSynced);
-        if (s.ok()) {
-          checkpoint_seq_ = cp.seq();
-          checkpoint_ms_ = cp.created_at_ms();
-          if (metrics_ != nullptr) metrics_->checkpoints().Increment();
-          absl::MutexLock lock(&mu_);
-          stats_.last_checkpoint_seq = checkpoint_seq_;
-          stats_.last_checkpoint_ms = checkpoint_ms_;
+      batch.Put(CheckpointKey(checkpoint->seq()), checkpoint->SerializeAsString());
+      if (absl::Status s = store_->Write(batch, Durability::kSynced); s.ok()) {
+        NoteCheckpointWritten(*checkpoint);
+      } else {
+        CHQ_LOG_ERROR("audit checkpoint at seq {}: write failed: {}", checkpoint->seq(),
+                      MessageOf(s));
+        ok = false;
+        absl::MutexLock lock(&mu_);
+        failed_ = s;
+      }
+    }
+    bool done = false;
+    if (ok) {
+      if (!stopping || !idle) {
+        MaybeStartCheckpoint(/*force=*/false);
+      } else if (!sign_in_flight_) {
+        // Enqueue refuses once stopping, so an idle round after it has written everything;
+        // the final checkpoint leaves the whole chain signed.
+        if (!final_asked && next_seq_ - 1 > checkpoint_seq_) {
+          MaybeStartCheckpoint(/*force=*/true);
+          final_asked = true;
         } else {
-          CHQ_LOG_ERROR("audit checkpoint at seq {}: write failed: {}", cp.seq(), MessageOf(s));
-          ok = false;
-          absl::MutexLock lock(&mu_);
-          failed_ = s;
+          done = true;
         }
       }
     }
@@ -264,45 +326,87 @@ void AuditChain::Run() {
       if (metrics_ != nullptr) metrics_->CountAppended("failed", static_cast<double>(left.size()));
       return;
     }
-    // Enqueue refuses once stopping, so an idle round after it has written everything.
-    if (stopping && idle) return;
+    if (done) return;
   }
 }
 
-bool AuditChain::MaybeCheckpoint(KvBatch& batch, bool force, v1::Checkpoint* out) {
+void AuditChain::MaybeStartCheckpoint(bool force) {
+  if (sign_in_flight_) return;
   const uint64_t head_seq = next_seq_ - 1;
-  if (head_seq == checkpoint_seq_) return false;
+  if (head_seq <= checkpoint_seq_) return;
   const int64_t now = clock_.NowUnixMillis();
   const bool due = force || head_seq - checkpoint_seq_ >= options_.checkpoint_every_records ||
                    now - checkpoint_ms_ >= options_.checkpoint_every_ms;
-  if (!due || (!force && now < sign_retry_at_ms_)) return false;
+  if (!due || (!force && now < sign_retry_at_ms_)) return;
+  // Called only after the synced write of everything up to head_seq returned.
   v1::Checkpoint cp;
   cp.set_seq(head_seq);
   cp.set_head_hash(head_hash_);
   cp.set_created_at_ms(now);
   cp.set_env(options_.env);
-  if (absl::Status s = signer_->Sign(cp); !s.ok()) {
+  sign_in_flight_ = true;
+  {
+    absl::MutexLock lock(&mu_);
+    signing_ = true;
+  }
+  absl::MutexLock lock(&sign_mu_);
+  sign_job_ = std::move(cp);
+}
+
+void AuditChain::SignLoop() {
+  for (;;) {
+    v1::Checkpoint cp;
+    {
+      absl::MutexLock lock(&sign_mu_);
+      sign_mu_.Await(absl::Condition(
+          +[](AuditChain* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->sign_mu_) {
+            return c->sign_job_.has_value() || c->sign_exit_;
+          },
+          this));
+      if (sign_exit_) return;
+      cp = std::move(*sign_job_);
+      sign_job_.reset();
+    }
+    absl::Status s = signer_->Sign(cp);
+    absl::MutexLock lock(&mu_);
+    signed_ = SignResult{std::move(cp), std::move(s)};
+  }
+}
+
+std::optional<v1::Checkpoint> AuditChain::TakeSignature(SignResult result) {
+  const uint64_t seq = result.checkpoint.seq();
+  if (!result.status.ok()) {
     // The records stay durable; a later round tries again.
     sign_retry_at_ms_ = clock_.NowUnixMillis() + options_.checkpoint_retry_ms;
     // One line per outage, not one per retry.
     if (!sign_failing_) {
       CHQ_LOG_WARN("audit checkpoint at seq {}: not signed ({}); records are still "
                    "acknowledged, retrying every {} ms",
-                   head_seq, MessageOf(s), options_.checkpoint_retry_ms);
+                   seq, MessageOf(result.status), options_.checkpoint_retry_ms);
     }
     sign_failing_ = true;
-    return false;
+    absl::MutexLock lock(&mu_);
+    ++stats_.signature_failures;
+    return std::nullopt;
   }
   if (sign_failing_) {
-    CHQ_LOG_INFO("audit checkpoint at seq {}: signed again", head_seq);
+    CHQ_LOG_INFO("audit checkpoint at seq {}: signed again", seq);
     sign_failing_ = false;
   }
-  batch.Put(CheckpointKey(head_seq), cp.SerializeAsString());
-  *out = std::move(cp);
-  return true;
+  return std::move(result.checkpoint);
 }
 
-bool AuditChain::CommitGroup(std::vector<Pending>& group) {
+void AuditChain::NoteCheckpointWritten(const v1::Checkpoint& checkpoint) {
+  checkpoint_seq_ = checkpoint.seq();
+  checkpoint_ms_ = checkpoint.created_at_ms();
+  if (metrics_ != nullptr) metrics_->checkpoints().Increment();
+  absl::MutexLock lock(&mu_);
+  stats_.last_checkpoint_seq = checkpoint_seq_;
+  stats_.last_checkpoint_ms = checkpoint_ms_;
+}
+
+bool AuditChain::CommitGroup(std::vector<Pending>& group,
+                              std::optional<v1::Checkpoint>& checkpoint) {
   struct Outcome {
     absl::StatusOr<uint64_t> result = absl::InternalError("unset");
     bool durable = false;
@@ -310,7 +414,12 @@ bool AuditChain::CommitGroup(std::vector<Pending>& group) {
   std::vector<Outcome> outcomes(group.size());
   // Duplicates within this group are found here; earlier ones in the store.
   absl::flat_hash_map<std::string, uint64_t> in_group;
-  KvBatch batch;
+  // Every key of the group, written in key order: RocksDB's memtable remembers where it
+  // inserted last, so keys that arrive sorted are inserted without a search from the top
+  // (interleaved records, unique keys and six index families would each cost a full skiplist
+  // search). No key appears twice in one group, so the order changes nothing else.
+  std::vector<std::pair<std::string, std::string>> puts;
+  puts.reserve(group.size() * 9 + 4);
   const uint64_t first_seq = next_seq_;
   uint64_t seq = next_seq_;
   std::string hash = head_hash_;
@@ -321,6 +430,28 @@ bool AuditChain::CommitGroup(std::vector<Pending>& group) {
   // Refusals before authentication per (day, consumer, reason), likewise.
   absl::flat_hash_map<std::string, uint64_t> refusal_days;
   std::vector<const v1::AuditRecord*> recorded;
+  // The day of a time in the report zone; a group's records nearly always share one, so the
+  // day's bounds are kept and the zone is consulted only when a time falls outside them.
+  struct DayCache {
+    int64_t start_ms = 0;
+    int64_t end_ms = 0;  // exclusive
+    std::string day;
+  } day_cache;
+  auto day_of = [&](int64_t unix_ms) -> const std::string& {
+    if (day_cache.day.empty() || unix_ms < day_cache.start_ms || unix_ms >= day_cache.end_ms) {
+      const absl::CivilDay civil = absl::ToCivilDay(absl::FromUnixMillis(unix_ms), zone_);
+      day_cache.start_ms = absl::ToUnixMillis(zone_.At(absl::CivilSecond(civil)).pre);
+      day_cache.end_ms = absl::ToUnixMillis(zone_.At(absl::CivilSecond(civil + 1)).pre);
+      day_cache.day = DayOf(unix_ms, zone_);
+      if (unix_ms < day_cache.start_ms || unix_ms >= day_cache.end_ms ||
+          zone_.At(absl::FromUnixMillis(day_cache.start_ms)).offset !=
+              zone_.At(absl::FromUnixMillis(day_cache.end_ms - 1)).offset) {
+        // A day with a zone transition in it: computed each time, never cached.
+        day_cache.end_ms = day_cache.start_ms;
+      }
+    }
+    return day_cache.day;
+  };
 
   for (size_t i = 0; i < group.size(); ++i) {
     v1::ChainEntry& entry = group[i].entry;
@@ -346,15 +477,15 @@ bool AuditChain::CommitGroup(std::vector<Pending>& group) {
     stored.set_seq(seq);
     stored.set_prev_hash(hash);
     // Deterministic bytes once; the hash covers exactly these, and they are stored as is.
-    stored.set_entry(entry.SerializeAsString());
+    entry.SerializeToString(stored.mutable_entry());
     hash = LinkHash(hash, stored.entry());
     stored.set_hash(hash);
-    batch.Put(RecordKey(seq), stored.SerializeAsString());
-    batch.Put(unique, SeqAndHash(seq, hash));
-    for (const std::string& k : IndexKeys(entry, seq)) batch.Put(k, "");
+    puts.emplace_back(RecordKey(seq), stored.SerializeAsString());
+    puts.emplace_back(unique, SeqAndHash(seq, hash));
+    for (std::string& k : IndexKeys(entry, seq)) puts.emplace_back(std::move(k), std::string());
     if (entry.has_record()) {
       const v1::AuditRecord& r = entry.record();
-      const std::string key = AggregateKey(DayOf(r.received_at_ms(), zone_), r);
+      const std::string key = AggregateKey(day_of(r.received_at_ms()), r);
       auto [it, fresh] = aggregates.try_emplace(key);
       if (fresh) {
         auto stored_aggregate = store_->Get(key);
@@ -374,7 +505,7 @@ bool AuditChain::CommitGroup(std::vector<Pending>& group) {
     } else if (entry.has_refusal_count()) {
       const v1::RefusalCount& c = entry.refusal_count();
       const std::string key =
-          RefusalDayKey(DayOf(c.interval_start_ms(), zone_), c.consumer(), c.reason());
+          RefusalDayKey(day_of(c.interval_start_ms()), c.consumer(), c.reason());
       auto [it, fresh] = refusal_days.try_emplace(key, 0);
       if (fresh) {
         auto stored_count = store_->Get(key);
@@ -400,15 +531,23 @@ bool AuditChain::CommitGroup(std::vector<Pending>& group) {
 
   uint64_t written = seq - first_seq;
   if (store_error.ok() && written > 0) {
-    for (const auto& [key, aggregate] : aggregates) batch.Put(key, aggregate.SerializeAsString());
-    for (const auto& [key, count] : refusal_days) batch.Put(key, BigEndian64(count));
-    batch.Put(kHeadKey, SeqAndHash(seq - 1, hash));
+    for (const auto& [key, aggregate] : aggregates) {
+      puts.emplace_back(key, aggregate.SerializeAsString());
+    }
+    for (const auto& [key, count] : refusal_days) puts.emplace_back(key, BigEndian64(count));
+    puts.emplace_back(kHeadKey, SeqAndHash(seq - 1, hash));
     const uint64_t saved_next = next_seq_;
     const std::string saved_hash = head_hash_;
     next_seq_ = seq;
     head_hash_ = hash;
-    v1::Checkpoint cp;
-    const bool checkpointed = MaybeCheckpoint(batch, false, &cp);
+    // A checkpoint signed meanwhile covers an older head, durable since an earlier group.
+    if (checkpoint.has_value()) {
+      puts.emplace_back(CheckpointKey(checkpoint->seq()), checkpoint->SerializeAsString());
+    }
+    std::sort(puts.begin(), puts.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    KvBatch batch;
+    for (const auto& [key, value] : puts) batch.Put(key, value);
     const int64_t t0 = clock_.NowMonoNanos();
     store_error = store_->Write(batch, Durability::kSynced);
     if (metrics_ != nullptr) {
@@ -418,10 +557,9 @@ bool AuditChain::CommitGroup(std::vector<Pending>& group) {
     if (!store_error.ok()) {
       next_seq_ = saved_next;
       head_hash_ = saved_hash;
-    } else if (checkpointed) {
-      checkpoint_seq_ = cp.seq();
-      checkpoint_ms_ = cp.created_at_ms();
-      if (metrics_ != nullptr) metrics_->checkpoints().Increment();
+    } else if (checkpoint.has_value()) {
+      NoteCheckpointWritten(*checkpoint);
+      checkpoint.reset();
     }
   }
 
@@ -453,6 +591,9 @@ bool AuditChain::CommitGroup(std::vector<Pending>& group) {
                               LatencyMs(*r));
     }
   }
+  // The head is durable: a checkpoint that fell due goes to the signer thread before anyone
+  // learns an outcome, so an acknowledged record that made one due finds it asked for.
+  MaybeStartCheckpoint(/*force=*/false);
   // Only now, after the synced write returned, does anyone learn an outcome.
   for (size_t i = 0; i < group.size(); ++i) group[i].done(std::move(outcomes[i].result));
   return true;

@@ -7,9 +7,18 @@
 // (hash = BLAKE2b(tag || prev_hash || entry bytes)), writes records, indexes and head in ONE
 // synced batch, and only after that write returned calls each entry's callback. The per-day
 // aggregates of the new records (audit_report.h) are updated in that same batch. Nothing is
-// ever written with Durability::kBuffered. A checkpoint (the signed head) is written every
-// `checkpoint_every_records` records or `checkpoint_every_ms`, whichever comes first, in the
-// same synced batch as the records it covers, or alone when the timer fires.
+// ever written with Durability::kBuffered.
+//
+// Checkpoints (the signed head) are signed on a thread of their own, so a slow or absent signer
+// (the crypto service, up to its timeout) never holds up a group commit or an acknowledgement.
+// Once `checkpoint_every_records` records or `checkpoint_every_ms` passed since the last
+// checkpoint, the writer, right after a synced write returned, hands that durable head (seq,
+// hash, time) to the signer thread and carries on committing groups. At most one signature is
+// in flight. The signed checkpoint is written, synced, in the batch of the next group that
+// writes records, or alone when none comes; only then do the stats, the metrics and the next
+// due point move. So a stored checkpoint never claims a head that is not durable, and records
+// acknowledged meanwhile are covered by the next checkpoint. A failed signature is retried
+// every `checkpoint_retry_ms` (one log line per outage, one when it is signed again).
 //
 // On Open the chain resumes from its last stored record (head hash, next seq); uniqueness is
 // kept in the store itself, so it holds across restarts. A head marker that lies beyond the
@@ -26,6 +35,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -47,9 +57,9 @@ struct AuditChainOptions {
   std::string env = "test";
   uint64_t checkpoint_every_records = 10'000;
   int64_t checkpoint_every_ms = 60'000;
-  // After the signer failed (the crypto service down), the next attempt waits this long, so a
-  // signer that times out holds up at most one group commit per interval; records keep being
-  // acknowledged meanwhile and the next checkpoint covers them.
+  // After the signer failed (the crypto service down), the next attempt waits this long; records
+  // keep being acknowledged meanwhile (signing has its own thread) and the next checkpoint
+  // covers them.
   int64_t checkpoint_retry_ms = 1'000;
   // Most entries in one group commit (one synced batch).
   size_t max_group_entries = 4096;
@@ -87,8 +97,19 @@ class AuditChain {
   // sequence. InvalidArgument for an entry that does not hold or is for another env.
   void AppendCertificate(v1::TransparencyLogEntry entry, AppendCallback done);
 
-  // Writes what is queued, then a final checkpoint if records came since the last one, and
-  // joins the writer. Later appends get Unavailable. Idempotent.
+  struct Pending {
+    v1::ChainEntry entry;  // a record or a refusal count (a certificate: AppendCertificate)
+    AppendCallback done;
+  };
+  // Several entries at once (one AppendBatch): each is checked and answered exactly as by
+  // Append / AppendRefusalCount, but those that pass are queued under one lock, so the writer
+  // wakes once and commits them in one group (unless max_group_entries splits it).
+  void AppendAll(std::vector<Pending> entries);
+
+  // Writes what is queued, waits for the signature in flight, then signs and writes a final
+  // checkpoint if records came since the last one, and joins the writer and the signer thread.
+  // So it may wait for the signer's timeout (a remote one: --crypto-timeout-ms) twice: once for
+  // the signature in flight, once for the final one. Later appends get Unavailable. Idempotent.
   void Stop();
 
   // OK while appends are taken; the reason otherwise (for /readyz).
@@ -100,25 +121,37 @@ class AuditChain {
     int64_t last_checkpoint_ms = 0;
     size_t queued = 0;
     uint64_t groups = 0;
+    bool signing = false;             // a checkpoint signature is in flight
+    uint64_t signature_failures = 0;  // signatures the signer refused or could not give
   };
   Stats stats() const;
   const std::string& env() const { return options_.env; }
 
  private:
-  struct Pending {
-    v1::ChainEntry entry;
-    AppendCallback done;
-  };
-
   AuditChain(const AuditChainOptions& options, KvStore* store, CheckpointSigner* signer,
              const Clock& clock, AuditMetrics* metrics);
   absl::Status Recover();
-  void Enqueue(v1::ChainEntry entry, AppendCallback done);
+  // InvalidArgument naming what is wrong with an entry (ValidateRecord and the env, ...).
+  absl::Status Check(const v1::ChainEntry& entry) const;
+  // Queues what it can; refuses the rest (chain stopped, queue full) Unavailable.
+  void Enqueue(std::vector<Pending>& entries);
   void Run();
-  // One group commit. Returns false if the chain must stop.
-  bool CommitGroup(std::vector<Pending>& group);
-  // Adds a signed checkpoint of the current head to `batch` if one is due (or `force`).
-  bool MaybeCheckpoint(KvBatch& batch, bool force, v1::Checkpoint* out);
+  // One group commit. A signed `checkpoint` goes into its batch (and is reset) when the group
+  // writes records. Returns false if the chain must stop.
+  bool CommitGroup(std::vector<Pending>& group, std::optional<v1::Checkpoint>& checkpoint);
+  // Hands the durable head to the signer thread if a checkpoint is due (or `force`), none is in
+  // flight and (unless `force`) the retry interval after a failure passed.
+  void MaybeStartCheckpoint(bool force);
+  struct SignResult {
+    v1::Checkpoint checkpoint;
+    absl::Status status;
+  };
+  // A finished signature: the checkpoint to write, or nullopt (failure logged, retry timed).
+  std::optional<v1::Checkpoint> TakeSignature(SignResult result);
+  // After the checkpoint's synced write returned.
+  void NoteCheckpointWritten(const v1::Checkpoint& checkpoint);
+  // The signer thread: one Sign() at a time, never touching the store.
+  void SignLoop();
 
   const AuditChainOptions options_;
   KvStore* const store_;
@@ -132,6 +165,14 @@ class AuditChain {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status failed_ ABSL_GUARDED_BY(mu_);
   Stats stats_ ABSL_GUARDED_BY(mu_);
+  // Set by the writer when it hands a head to the signer thread, cleared when it takes the
+  // result; the result waits in signed_ (so the writer's wait wakes for it).
+  bool signing_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<SignResult> signed_ ABSL_GUARDED_BY(mu_);
+
+  absl::Mutex sign_mu_;
+  std::optional<v1::Checkpoint> sign_job_ ABSL_GUARDED_BY(sign_mu_);
+  bool sign_exit_ ABSL_GUARDED_BY(sign_mu_) = false;
 
   // Writer thread only (and Open before it starts).
   uint64_t next_seq_ = 1;
@@ -140,9 +181,11 @@ class AuditChain {
   int64_t checkpoint_ms_ = 0;
   int64_t sign_retry_at_ms_ = 0;
   bool sign_failing_ = false;
+  bool sign_in_flight_ = false;  // the writer's copy of signing_
 
   std::mutex join_mu_;  // one joiner at a time
   std::thread writer_;
+  std::thread signer_thread_;
 };
 
 }  // namespace chasqui::audit

@@ -101,11 +101,12 @@ class AuditClient::Core : public std::enable_shared_from_this<AuditClient::Core>
   void Send(std::vector<Item> batch) {
     while (!batch.empty()) {
       v1::AppendBatch wire;
+      // Moved, not copied: an item keeps only its callback once it is on the wire.
       for (Item& item : batch) {
         if (item.refusal) {
-          *wire.add_refusal_counts() = item.count;
+          *wire.add_refusal_counts() = std::move(item.count);
         } else {
-          *wire.add_records() = item.record;
+          *wire.add_records() = std::move(item.record);
         }
       }
       auto items = std::make_shared<std::vector<Item>>(std::move(batch));

@@ -32,7 +32,9 @@ AuditMetrics::AuditMetrics(prometheus::Registry& registry)
                          "outcome")
                    .Register(registry)) {
   // Present at 0 from the start, so the first increase shows.
-  for (const char* o : {"durable", "replayed", "rejected", "failed"}) appended_.Add({{"outcome", o}});
+  for (size_t i = 0; i < kAppendOutcomes.size(); ++i) {
+    appended_by_outcome_[i] = &appended_.Add({{"outcome", std::string(kAppendOutcomes[i])}});
+  }
   for (const char* v : {"query", "report"}) reads_.Add({{"verb", v}, {"code", "OK"}});
   for (const char* r : {"parse", "empty", "too_large", "no_reply_subject"}) {
     malformed_.Add({{"reason", r}});
@@ -78,27 +80,61 @@ AuditMetrics::AuditMetrics(prometheus::Registry& registry)
 }
 
 void AuditMetrics::CountAppended(std::string_view outcome, double n) {
+  for (size_t i = 0; i < kAppendOutcomes.size(); ++i) {
+    if (kAppendOutcomes[i] == outcome) {
+      appended_by_outcome_[i]->Increment(n);
+      return;
+    }
+  }
   appended_.Add({{"outcome", std::string(outcome)}}).Increment(n);
 }
+
+namespace {
+
+void AppendLabel(std::string& key, std::string_view value) {
+  key.append(std::to_string(value.size()));
+  key.push_back(':');
+  key.append(value);
+}
+
+}  // namespace
 
 void AuditMetrics::CountExchange(std::string_view env, std::string_view consumer,
                                  std::string_view provider, std::string_view service,
                                  std::string_view outcome, int64_t latency_ms) {
-  exchanges_
-      .Add({{"env", std::string(env)},
-            {"consumer", std::string(consumer)},
-            {"provider", std::string(provider)},
-            {"service", std::string(service)},
-            {"outcome", std::string(outcome)}})
-      .Increment();
-  if (latency_ms < 0) return;
   static const prometheus::Histogram::BucketBoundaries kBounds = [] {
     prometheus::Histogram::BucketBoundaries b;
     for (uint64_t ms : kLatencyBoundsMs) b.push_back(static_cast<double>(ms) / 1000.0);
     return b;
   }();
-  latency_.Add({{"service", std::string(service)}, {"outcome", std::string(outcome)}}, kBounds)
-      .Observe(static_cast<double>(latency_ms) / 1000.0);
+  std::string key;
+  key.reserve(env.size() + consumer.size() + provider.size() + service.size() + outcome.size() +
+              16);
+  for (std::string_view v : {env, consumer, provider, service, outcome}) AppendLabel(key, v);
+  ExchangeSeries series;
+  {
+    absl::MutexLock lock(&series_mu_);
+    auto it = exchange_series_.find(key);
+    if (it == exchange_series_.end()) {
+      // Families hand out stable references; a series is never removed.
+      ExchangeSeries fresh;
+      fresh.count = &exchanges_.Add({{"env", std::string(env)},
+                                     {"consumer", std::string(consumer)},
+                                     {"provider", std::string(provider)},
+                                     {"service", std::string(service)},
+                                     {"outcome", std::string(outcome)}});
+      it = exchange_series_.emplace(std::move(key), fresh).first;
+    }
+    // The latency series appears with the first record that has a latency.
+    if (latency_ms >= 0 && it->second.latency == nullptr) {
+      it->second.latency = &latency_.Add(
+          {{"service", std::string(service)}, {"outcome", std::string(outcome)}}, kBounds);
+    }
+    series = it->second;
+  }
+  series.count->Increment();
+  if (latency_ms < 0) return;
+  series.latency->Observe(static_cast<double>(latency_ms) / 1000.0);
 }
 
 void AuditMetrics::CountRead(std::string_view verb, std::string_view code) {

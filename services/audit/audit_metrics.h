@@ -2,8 +2,14 @@
 // The audit service's Prometheus series. Labels are fixed sets (outcomes, reasons) or catalog
 // names (env, consumer, provider, service), never ids or end users. Thread-safe.
 
+#include <array>
 #include <cstdint>
+#include <string>
 #include <string_view>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
 
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -27,6 +33,8 @@ class AuditMetrics {
   // One durable exchange record: chasqui_audit_exchanges_total{env,consumer,provider,service,
   // outcome}, and its latency (replied - received; `latency_ms` < 0: none) in
   // chasqui_audit_exchange_latency_seconds{service,outcome}. The same counts as the reports.
+  // Called once per record: the series of each label tuple are looked up in the registry once
+  // and kept (a Family::Add builds a label map and hashes it on every call).
   void CountExchange(std::string_view env, std::string_view consumer, std::string_view provider,
                      std::string_view service, std::string_view outcome, int64_t latency_ms);
 
@@ -44,6 +52,16 @@ class AuditMetrics {
   prometheus::Family<prometheus::Counter>& exchanges_;
   prometheus::Family<prometheus::Counter>& reads_;
   prometheus::Family<prometheus::Histogram>& latency_;
+  static constexpr std::array<std::string_view, 4> kAppendOutcomes = {"durable", "replayed",
+                                                                      "rejected", "failed"};
+  std::array<prometheus::Counter*, kAppendOutcomes.size()> appended_by_outcome_{};
+  struct ExchangeSeries {
+    prometheus::Counter* count = nullptr;
+    prometheus::Histogram* latency = nullptr;
+  };
+  absl::Mutex series_mu_;
+  // Keyed by the length-prefixed label values (env, consumer, provider, service, outcome).
+  absl::flat_hash_map<std::string, ExchangeSeries> exchange_series_ ABSL_GUARDED_BY(series_mu_);
   prometheus::Histogram* sync_seconds_;
   prometheus::Histogram* group_size_;
   prometheus::Gauge* backlog_;

@@ -1,6 +1,7 @@
 #include "services/audit/audit_schema.h"
 
 #include <algorithm>
+#include <initializer_list>
 #include <utility>
 
 #include "common/core/names.h"
@@ -68,6 +69,20 @@ absl::Status CheckSignedHeader(std::string_view field, const v1::SignedHeader& h
     }
   }
   return absl::OkStatus();
+}
+
+// IndexPrefix(field, values) + suffix, built in one allocation (six per record are written).
+std::string IndexKey(IndexField field, std::initializer_list<std::string_view> values,
+                     std::string_view suffix) {
+  size_t size = sizeof(kIndexPrefix) - 1 + 1 + suffix.size();
+  for (std::string_view v : values) size += 2 + v.size();
+  std::string key;
+  key.reserve(size);
+  key.append(kIndexPrefix);
+  key.push_back(static_cast<char>(field));
+  for (std::string_view v : values) AppendLengthPrefixed(key, v);
+  key.append(suffix);
+  return key;
 }
 
 }  // namespace
@@ -146,25 +161,26 @@ std::vector<std::string> IndexKeys(const v1::ChainEntry& entry, uint64_t seq) {
   const int64_t t = std::max<int64_t>(0, EntryTimeMs(entry));
   const std::string suffix = BigEndian64(static_cast<uint64_t>(t)) + BigEndian64(seq);
   std::vector<std::string> keys;
-  keys.push_back(IndexPrefix(IndexField::kTime, {}) + suffix);
+  keys.reserve(6);
+  keys.push_back(IndexKey(IndexField::kTime, {}, suffix));
   if (entry.has_refusal_count()) {
     const v1::RefusalCount& c = entry.refusal_count();
     const std::string code = BigEndian64(static_cast<uint64_t>(c.reason()));
-    keys.push_back(IndexPrefix(IndexField::kConsumer, {c.consumer()}) + suffix);
-    keys.push_back(IndexPrefix(IndexField::kOutcome, {code}) + suffix);
+    keys.push_back(IndexKey(IndexField::kConsumer, {c.consumer()}, suffix));
+    keys.push_back(IndexKey(IndexField::kOutcome, {code}, suffix));
     return keys;
   }
   if (entry.has_certificate()) {
-    keys.push_back(IndexPrefix(IndexField::kKind, {"certificate"}) + suffix);
+    keys.push_back(IndexKey(IndexField::kKind, {"certificate"}, suffix));
     return keys;
   }
   const v1::AuditRecord& r = entry.record();
   const std::string code = BigEndian64(static_cast<uint64_t>(r.outcome()));
-  keys.push_back(IndexPrefix(IndexField::kConsumer, {r.consumer()}) + suffix);
-  keys.push_back(IndexPrefix(IndexField::kProvider, {r.provider()}) + suffix);
-  keys.push_back(IndexPrefix(IndexField::kService, {r.provider(), r.service()}) + suffix);
-  keys.push_back(IndexPrefix(IndexField::kEndUser, {r.consumer(), r.end_user()}) + suffix);
-  keys.push_back(IndexPrefix(IndexField::kOutcome, {code}) + suffix);
+  keys.push_back(IndexKey(IndexField::kConsumer, {r.consumer()}, suffix));
+  keys.push_back(IndexKey(IndexField::kProvider, {r.provider()}, suffix));
+  keys.push_back(IndexKey(IndexField::kService, {r.provider(), r.service()}, suffix));
+  keys.push_back(IndexKey(IndexField::kEndUser, {r.consumer(), r.end_user()}, suffix));
+  keys.push_back(IndexKey(IndexField::kOutcome, {code}, suffix));
   return keys;
 }
 

@@ -163,15 +163,20 @@ void AuditService::HandleAppend(const BusMessage& msg) {
       CHQ_LOG_WARN("audit ack not sent: {}", MessageOf(s));
     }
   };
+  // The whole batch goes to the chain at once: one group commit takes it together.
+  std::vector<AuditChain::Pending> entries;
+  entries.reserve(static_cast<size_t>(n));
   for (int i = 0; i < batch->records_size(); ++i) {
-    chain_->Append(std::move(*batch->mutable_records(i)),
-                   [answer, i](absl::StatusOr<uint64_t> r) { answer(false, i, std::move(r)); });
+    AuditChain::Pending& p = entries.emplace_back();
+    *p.entry.mutable_record() = std::move(*batch->mutable_records(i));
+    p.done = [answer, i](absl::StatusOr<uint64_t> r) { answer(false, i, std::move(r)); };
   }
   for (int i = 0; i < batch->refusal_counts_size(); ++i) {
-    chain_->AppendRefusalCount(
-        std::move(*batch->mutable_refusal_counts(i)),
-        [answer, i](absl::StatusOr<uint64_t> r) { answer(true, i, std::move(r)); });
+    AuditChain::Pending& p = entries.emplace_back();
+    *p.entry.mutable_refusal_count() = std::move(*batch->mutable_refusal_counts(i));
+    p.done = [answer, i](absl::StatusOr<uint64_t> r) { answer(true, i, std::move(r)); };
   }
+  chain_->AppendAll(std::move(entries));
 }
 
 void AuditService::HandleCertificates(const BusMessage& msg) {

@@ -4,7 +4,9 @@
 #include <utility>
 
 #include "chasqui/v1/audit.pb.h"
+#include "common/core/names.h"
 #include "common/core/status.h"
+#include "common/trust/certificate.h"
 #include "fmt/format.h"
 #include "services/audit/audit_schema.h"
 #include "services/audit/checkpoint_signer.h"
@@ -100,6 +102,32 @@ absl::Status ClassifyBrokenLink(KvStore& store, VerifyReport& report, uint64_t s
   return absl::OkStatus();
 }
 
+// Why the certificate recorded at `seq` does not hold against `roots`, or OK.
+absl::Status CheckRecordedCertificate(const v1::CertificateIssued& c, uint64_t seq,
+                                      const TrustAnchors& roots, std::string_view env) {
+  const v1::TransparencyLogEntry& e = c.entry();
+  v1::Certificate cert;
+  v1::CertificateBody body;
+  const bool parses = cert.ParseFromString(e.certificate()) && body.ParseFromString(cert.body());
+  const std::string serial = parses ? std::to_string(body.serial()) : "(unparseable)";
+  absl::Status why;
+  if (auto held = ValidateCertificateIssued(c); !held.ok()) {
+    why = held.status();
+  } else if (auto verified = VerifyCertificate(cert, roots, env, e.logged_at_ms());
+             !verified.ok()) {
+    // As of when it was logged: a certificate since expired, or a root since rotated out,
+    // still verifies; one no pinned root signed never does.
+    why = verified.status();
+  } else {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(fmt::format(
+      "record {}: certificate serial {} (transparency log entry {}, issuer {}) does not verify "
+      "against the pinned roots: {}",
+      seq, serial, e.sequence(), parses ? Printable(body.issuer_key_id()) : "unknown",
+      MessageOf(why)));
+}
+
 }  // namespace
 
 std::string_view FindingName(Finding finding) {
@@ -112,6 +140,7 @@ std::string_view FindingName(Finding finding) {
     case Finding::kTruncated: return "truncated";
     case Finding::kRewritten: return "rewritten";
     case Finding::kBadCheckpoint: return "bad_checkpoint";
+    case Finding::kBadCertificate: return "bad_certificate";
     case Finding::kStorageCorruption: return "storage_corruption";
   }
   return "unknown";
@@ -188,6 +217,8 @@ absl::StatusOr<VerifyReport> VerifyChain(KvStore& store, const VerifyOptions& op
 
   // The first break seen by the scan; classified after it, since that may read other keys.
   std::optional<std::pair<uint64_t, v1::StoredRecord>> broken_link;
+  // The first recorded certificate that does not verify: reported if the chain holds.
+  std::optional<std::pair<uint64_t, std::string>> bad_certificate;
   uint64_t expected = from;
   const std::string end = options.to == 0 ? std::string(kRecordEnd) : RecordKey(options.to + 1);
   absl::Status scan = store.Scan(
@@ -220,6 +251,17 @@ absl::StatusOr<VerifyReport> VerifyChain(KvStore& store, const VerifyOptions& op
         if (rec.seq() != s) {
           return Stop(report, Finding::kChanged, s,
                       fmt::format("record {} was changed: it is labelled seq {}", s, rec.seq()));
+        }
+        if (options.certificate_roots != nullptr) {
+          v1::ChainEntry entry;
+          if (entry.ParseFromString(rec.entry()) && entry.has_certificate()) {
+            ++report.certificates_checked;
+            absl::Status cert = CheckRecordedCertificate(entry.certificate(), s,
+                                                         *options.certificate_roots, options.env);
+            if (!cert.ok() && !bad_certificate) {
+              bad_certificate.emplace(s, std::string(MessageOf(cert)));
+            }
+          }
         }
         prevprev_hash = prev.hash;
         prev = Walked{s, rec.hash()};
@@ -362,7 +404,12 @@ absl::StatusOr<VerifyReport> VerifyChain(KvStore& store, const VerifyOptions& op
                             from - 1));
     bad_seq = from - 1;
   }
-  if (bad) Stop(report, bad->first, bad_seq, std::move(bad->second));
+  if (bad) {
+    Stop(report, bad->first, bad_seq, std::move(bad->second));
+  } else if (bad_certificate) {
+    Stop(report, Finding::kBadCertificate, bad_certificate->first,
+         std::move(bad_certificate->second));
+  }
   return report;
 }
 

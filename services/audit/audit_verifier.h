@@ -15,6 +15,12 @@
 //                suffix was re-hashed); first_bad_seq is the first seq after the last
 //                checkpoint that still matches
 //   kBadCheckpoint a checkpoint's signature does not verify with the trusted key
+//   kBadCertificate a `certificate` entry (a certificate the crypto service logged as issued)
+//                does not verify against the pinned roots as of the time it was logged (root
+//                not pinned or not valid then, another env, bad root signature, not valid then)
+//                or its log entry does not hold; the detail names the seq, the serial and why.
+//                Only checked with certificate_roots, and reported only for an otherwise
+//                intact chain (tampering comes first); first_bad_seq is the first such record
 //   kStorageCorruption RocksDB reported corruption; first_bad_seq is where the walk was
 // A pruned store (m/pruned, audit_retention.h) is walked from its marker's first_seq, linked
 // to the marker's genesis hash, which the checkpoint kept at first_seq - 1 signs.
@@ -42,6 +48,7 @@ enum class Finding {
   kTruncated,
   kRewritten,
   kBadCheckpoint,
+  kBadCertificate,
   kStorageCorruption,
 };
 std::string_view FindingName(Finding finding);
@@ -57,6 +64,9 @@ struct VerifyOptions {
   // verified against; null: such checkpoints are not trusted when signatures are checked.
   // Signatures are checked when either this or checkpoint_key is set.
   const TrustAnchors* checkpoint_roots = nullptr;
+  // The pinned roots each recorded certificate must verify against (at its logged_at_ms, for
+  // `env`); null: certificates are not checked (the report's certificates_checked stays 0).
+  const TrustAnchors* certificate_roots = nullptr;
 };
 
 struct VerifyReport {
@@ -68,6 +78,7 @@ struct VerifyReport {
   uint64_t checkpoints_checked = 0;
   uint64_t checkpoint_signatures_checked = 0;
   uint64_t last_checkpoint_seq = 0;
+  uint64_t certificates_checked = 0;  // certificate entries verified against certificate_roots
   uint64_t first_seq = 0;      // the first record walked (after a prune: the marker's)
   bool anchor_signed = false;  // a pruned start's genesis is signed by a kept checkpoint
 };

@@ -22,8 +22,11 @@ class CheckpointSigner {
  public:
   virtual ~CheckpointSigner() = default;
   // Fills checkpoint.signer_serial and checkpoint.signature over
-  // CheckpointSignedBytes(checkpoint.env(), checkpoint). Thread-safe. Unavailable when the
-  // signer cannot be reached (a remote one); the chain then retries at the next round.
+  // CheckpointSignedBytes(checkpoint.env(), checkpoint). Thread-safe. May block (a remote
+  // signer up to its timeout): AuditChain calls it from a thread of its own, one call at a
+  // time, with a head that is already durable, and keeps acknowledging records meanwhile.
+  // Unavailable when the signer cannot be reached (a remote one); the chain then retries after
+  // its checkpoint_retry_ms.
   virtual absl::Status Sign(v1::Checkpoint& checkpoint) = 0;
 };
 
@@ -48,7 +51,8 @@ class LocalCheckpointSigner final : public CheckpointSigner {
 // checkpoint is never stored with a signature that would fail `verify`. Fills
 // checkpoint.statement and signer_serial (the audit certificate); signature stays empty.
 // Sign: Unavailable when no crypto service answers within the timeout (or none listens), the
-// crypto service's refusal otherwise; the chain keeps acknowledging records and retries.
+// crypto service's refusal otherwise. It blocks for up to the timeout, but only the chain's
+// signer thread: group commits and acknowledgements go on, and the chain retries later.
 // Thread-safe (one request at a time).
 class RemoteCheckpointSigner final : public CheckpointSigner {
  public:

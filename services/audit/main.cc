@@ -232,6 +232,8 @@ absl::Status LoadSignerTrust(const SignerTrustFlags& f, const std::string& env, 
   // Checkpoints signed by the crypto service verify against the roots alone.
   out.roots.emplace(anchors);
   options.checkpoint_roots = &*out.roots;
+  // Every certificate the chain recorded as issued must be one a pinned root signed.
+  options.certificate_roots = &*out.roots;
   if (f.signer_cert.empty()) return absl::OkStatus();
   CHASQUI_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(f.signer_cert, "--signer-cert"));
   v1::Certificate cert;
@@ -273,10 +275,14 @@ int PrintReport(const VerifyReport& report, bool signatures, std::string_view wh
   if (report.finding == Finding::kIntact) {
     std::cout << fmt::format(
         "intact: {}{} records checked (seq {} to {}), {} checkpoints ({} signatures checked{}), "
-        "last checkpoint at seq {}\n",
+        "last checkpoint at seq {}{}\n",
         what, report.records_checked, report.first_seq, report.last_seq,
         report.checkpoints_checked, report.checkpoint_signatures_checked,
-        signatures ? "" : "; no --trust or --roots given", report.last_checkpoint_seq);
+        signatures ? "" : "; no --trust or --roots given", report.last_checkpoint_seq,
+        report.certificates_checked == 0
+            ? ""
+            : fmt::format("; {} recorded certificates verified against the roots",
+                          report.certificates_checked));
     return 0;
   }
   std::cout << fmt::format("{} at seq {}: {}\n", FindingName(report.finding),

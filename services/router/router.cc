@@ -34,8 +34,21 @@ void FillSignedHeader(v1::SignedHeader* out, const std::string& header_bytes,
   *out->mutable_sig() = sig;
 }
 
-// The request's half of an exchange's record: who asked what for whom, and its signed header.
-std::shared_ptr<v1::AuditRecord> RequestRecord(const ParsedEnvelope& p, int64_t received_ms,
+// The same, taking the bytes and the signature (its path) out of a parsed envelope that is not
+// read again: the trace is built once per request and reply, so no copy is made.
+void MoveSignedHeader(v1::SignedHeader* out, v1::Envelope& envelope) {
+  if (envelope.header().size() <= kMaxTracedHeaderBytes) {
+    out->set_header(std::move(*envelope.mutable_header()));
+  } else {
+    const Hash32 h = Blake2b256(envelope.header());
+    out->set_header_hash(reinterpret_cast<const char*>(h.data()), h.size());
+  }
+  *out->mutable_sig() = std::move(*envelope.mutable_sig());
+}
+
+// The request's half of an exchange's record: who asked what for whom, and its signed header
+// (taken out of `p`: the request is forwarded as received, and its header was parsed).
+std::shared_ptr<v1::AuditRecord> RequestRecord(ParsedEnvelope& p, int64_t received_ms,
                                                const std::string& router_id) {
   const v1::Header& h = p.header;
   auto r = std::make_shared<v1::AuditRecord>();
@@ -53,7 +66,7 @@ std::shared_ptr<v1::AuditRecord> RequestRecord(const ParsedEnvelope& p, int64_t 
   r->set_received_at_ms(received_ms);
   r->set_request_body_bytes(p.envelope.body().size());
   r->set_request_body_hash(h.body_hash());
-  FillSignedHeader(r->mutable_request(), p.envelope.header(), p.envelope.sig());
+  MoveSignedHeader(r->mutable_request(), p.envelope);
   r->set_router_id(router_id);
   return r;
 }
@@ -410,9 +423,11 @@ void RouterCore::Check(const BusMessage& msg, const RequestSubject& subject_ref,
     return;
   }
   authenticated = true;
-  if (audit_ != nullptr) trace = RequestRecord(*parsed, received_ms, options_.router_id);
   (cache_hit ? metrics_->root_cache_hits() : metrics_->root_cache_misses()).Increment();
   metrics_->batch_size().Observe(parsed->envelope.sig().tree_size());
+  // The envelope's signed bytes are not read after this (the header is parsed, the request is
+  // forwarded as received): the record takes them.
+  if (audit_ != nullptr) trace = RequestRecord(*parsed, received_ms, options_.router_id);
   const PublicIdentity* recipient = trust->BySerial(h.recipient_cert());
   if (recipient == nullptr && can_fetch) {
     if (QueueFetch(msg, start_ns, received_ms, {h.recipient_cert()})) return;
@@ -647,14 +662,14 @@ void RouterCore::SendError(const std::string& reply_to, const std::string& in_re
 }
 
 void RouterCore::RelayAfterTrace(const std::shared_ptr<Exchange>& ex, v1::Code code,
-                                 std::string wire, const ParsedEnvelope& reply) {
+                                 std::string wire, ParsedEnvelope& reply) {
   v1::AuditRecord record = std::move(*ex->record);
   ex->record.reset();
   record.set_replied_at_ms(clock_.NowUnixMillis());
   record.set_outcome(code);
   record.set_reply_body_bytes(reply.envelope.body().size());
   record.set_reply_body_hash(reply.header.body_hash());
-  FillSignedHeader(record.mutable_reply(), reply.envelope.header(), reply.envelope.sig());
+  MoveSignedHeader(record.mutable_reply(), reply.envelope);
   record.set_replier_cert(reply.header.sender_cert());
   const int64_t handed_ns = clock_.NowMonoNanos();
   audit::AuditClient* audit = audit_.load();

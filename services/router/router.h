@@ -175,9 +175,10 @@ class RouterCore {
               std::shared_ptr<v1::AuditRecord> trace, int64_t retry_after_ms = 0);
   void OnProviderAnswer(const std::shared_ptr<Exchange>& ex, MuxOutcome outcome,
                         const BusMessage* reply);
-  // Relays the provider's envelope once its record is durable (or refuses it).
+  // Relays the provider's envelope once its record is durable (or refuses it). Takes the
+  // signed header bytes and signature out of `reply` for the record (`wire` is relayed).
   void RelayAfterTrace(const std::shared_ptr<Exchange>& ex, v1::Code code, std::string wire,
-                       const ParsedEnvelope& reply);
+                       ParsedEnvelope& reply);
   // Signs and publishes an error envelope; with `trace`, also records the refusal (the router's
   // signed error as the reply half) once it is signed. Publishing never waits for the trace:
   // an error carries no data.

@@ -172,6 +172,7 @@ class AuditCryptoTest : public ::testing::Test {
     VerifyOptions options;
     options.env = "test";
     options.checkpoint_roots = roots;
+    options.certificate_roots = roots;
     auto report = VerifyChain(*audit_store_, options);
     CHASQUI_CHECK(report.ok(), MessageOf(report.status()));
     return *report;
@@ -212,9 +213,13 @@ class AuditCryptoTest : public ::testing::Test {
 TEST_F(AuditCryptoTest, CheckpointsSignedByTheCryptoServiceVerifyAgainstTheRoots) {
   StartRemoteSigner();
   StartAudit({.env = "test", .checkpoint_every_records = 5, .checkpoint_every_ms = 60'000});
-  // In waves, so the writer cannot take them all in one group: checkpoints at 5 and 10.
+  // In waves, so the writer cannot take them all in one group, each wave's signature done
+  // (signing has its own thread) before the next: checkpoints at 5 and 10.
+  const auto signed_wave = [&] { return !chain_->stats().signing; };
   AppendDurable(1, 6);
+  ASSERT_TRUE(WaitFor(signed_wave));
   AppendDurable(6, 11);
+  ASSERT_TRUE(WaitFor(signed_wave));
   AppendDurable(11, 13);
   StopAudit();  // a clean stop signs the head (seq 12)
 
@@ -372,6 +377,8 @@ TEST_F(AuditCryptoTest, EveryCertificateIssuedIsInTheAuditChainExactlyOnce) {
   const VerifyReport report = Verify(&anchors_);
   EXPECT_EQ(report.finding, Finding::kIntact) << report.detail;
   EXPECT_GE(report.checkpoint_signatures_checked, 1u);
+  EXPECT_EQ(report.certificates_checked, 3u)
+      << "every certificate the crypto service issued verifies against the pinned roots";
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include "tests/services/audit/audit_test_support.h"
 #include "tests/support/run_command.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/wait_for.h"
 
 namespace chasqui::audit {
 namespace {
@@ -65,6 +66,9 @@ class AuditRetentionTest : public ::testing::Test {
       (*chain)->Append(std::move(r), out.For(n));
       ASSERT_TRUE(out.WaitFor(1));
       ASSERT_TRUE(out.Get(n).ok()) << out.Get(n).status();
+      // Each signature finished (on the chain's signer thread) before the next append, so
+      // checkpoints land every 8 records.
+      ASSERT_TRUE(::chasqui::testing::WaitFor([&] { return !(*chain)->stats().signing; }));
     }
     (*chain)->Stop();
   }

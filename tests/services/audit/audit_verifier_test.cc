@@ -10,6 +10,9 @@
 #include <fstream>
 
 #include "common/envelope/identity.h"
+#include "common/trust/anchors.h"
+#include "common/trust/certificate.h"
+#include "common/trust/transparency.h"
 #include "gtest/gtest.h"
 #include "services/audit/audit_chain.h"
 #include "services/audit/audit_schema.h"
@@ -17,6 +20,7 @@
 #include "tests/services/audit/audit_test_support.h"
 #include "tests/support/run_command.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/wait_for.h"
 
 namespace chasqui::audit {
 namespace {
@@ -39,10 +43,12 @@ class AuditVerifierTest : public ::testing::Test {
         store->get(), &signer);
     EXPECT_TRUE(chain.ok()) << chain.status();
     Outcomes outcomes;
-    // One at a time, so checkpoints land at 5, 10, 15, 20.
+    // One at a time, each signature finished before the next append (signing has its own
+    // thread), so checkpoints land at 5, 10, 15, 20.
     for (uint64_t i = 1; i <= kRecords; ++i) {
       (*chain)->Append(MakeRecord(i), outcomes.For(i));
       EXPECT_TRUE(outcomes.WaitFor(i));
+      EXPECT_TRUE(::chasqui::testing::WaitFor([&] { return !(*chain)->stats().signing; }));
     }
   }
 
@@ -291,6 +297,100 @@ TEST_F(AuditVerifierTest, BinaryExitCodesSayIntactAndTampered) {
   auto tampered = ::chasqui::testing::RunCommand(verify);
   EXPECT_EQ(tampered.exit_code, 1) << tampered.output;
   EXPECT_NE(tampered.output.find("changed at seq 4"), std::string::npos) << tampered.output;
+}
+
+// A transparency log entry holding a certificate for `serial` signed by `signer`, naming
+// `issuer_key_id` as its issuer, issued and logged at `at_ms`.
+v1::TransparencyLogEntry LogEntry(uint64_t sequence, const std::string& prev_hash, int64_t at_ms,
+                                  const SigningKey& signer, const std::string& issuer_key_id,
+                                  uint64_t serial) {
+  v1::CertificateBody b;
+  b.set_serial(serial);
+  b.set_subject("segip");
+  b.set_entity("segip");
+  b.set_role(v1::CERTIFICATE_ROLE_ENTITY);
+  b.set_kind(KindOfRole(v1::CERTIFICATE_ROLE_ENTITY));
+  b.set_env("test");
+  b.set_sign_pk(std::string(AsView(SigningKey::Generate().public_key())));
+  b.set_kx_pk(std::string(AsView(KxKey::Generate().public_key())));
+  b.set_not_before_ms(at_ms);
+  b.set_not_after_ms(at_ms + 86'400'000);  // long expired when verify runs
+  b.set_issuer_key_id(issuer_key_id);
+  v1::TransparencyLogEntry e;
+  e.set_sequence(sequence);
+  e.set_prev_hash(prev_hash);
+  e.set_logged_at_ms(at_ms);
+  e.set_certificate(SignCertificate(b, signer).SerializeAsString());
+  const Hash32 h = TransparencyEntryHash(sequence, prev_hash, at_ms, e.certificate());
+  e.set_entry_hash(std::string(AsView(h)));
+  return e;
+}
+
+TEST(AuditVerifierCertificatesTest, RecordedCertificateNoPinnedRootSignedIsNamedWithItsSerial) {
+  ::chasqui::testing::TempDir dir;
+  auto store = KvStore::Open({.path = dir.File("audit")});
+  ASSERT_TRUE(store.ok()) << store.status();
+  const int64_t t = 1'800'000'000'000;
+  const SigningKey root = SigningKey::Generate();
+  const SigningKey rogue = SigningKey::Generate();
+  TrustAnchor anchor;
+  anchor.key_id = RootKeyId(root.public_key());
+  anchor.sign_pk = root.public_key();
+  anchor.not_before_ms = t - 86'400'000;
+  anchor.not_after_ms = t + 86'400'000;
+  const TrustAnchors roots({anchor});
+  {
+    LocalCheckpointSigner signer(GenerateIdentity("audit", "test", Role::kRouter));
+    auto chain = AuditChain::Open({.env = "test"}, store->get(), &signer);
+    ASSERT_TRUE(chain.ok()) << chain.status();
+    Outcomes outcomes;
+    std::string prev(32, '\0');
+    // Log entry 2 claims the pinned root as its issuer, but another key signed it.
+    for (uint64_t n = 1; n <= 3; ++n) {
+      v1::TransparencyLogEntry e =
+          LogEntry(n, prev, t + static_cast<int64_t>(n), n == 2 ? rogue : root, anchor.key_id,
+                   5000 + n);
+      prev = e.entry_hash();
+      (*chain)->AppendCertificate(std::move(e), outcomes.For(n));
+      ASSERT_TRUE(outcomes.WaitFor(n));
+    }
+    (*chain)->Append(MakeRecord(1), outcomes.For(4));
+    ASSERT_TRUE(outcomes.WaitFor(4));
+    for (uint64_t n = 1; n <= 4; ++n) {
+      ASSERT_TRUE(outcomes.Get(n).ok()) << n << ": " << outcomes.Get(n).status();
+    }
+  }
+
+  VerifyOptions options;
+  options.env = "test";
+  auto unchecked = VerifyChain(**store, options);
+  ASSERT_TRUE(unchecked.ok()) << unchecked.status();
+  EXPECT_EQ(unchecked->finding, Finding::kIntact) << "without roots certificates are not checked";
+  EXPECT_EQ(unchecked->certificates_checked, 0u);
+
+  options.certificate_roots = &roots;
+  auto r = VerifyChain(**store, options);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->finding, Finding::kBadCertificate) << r->detail;
+  EXPECT_EQ(FindingName(r->finding), "bad_certificate");
+  EXPECT_EQ(r->first_bad_seq, 2u);
+  EXPECT_NE(r->detail.find("record 2: certificate serial 5002"), std::string::npos) << r->detail;
+  EXPECT_NE(r->detail.find("transparency log entry 2"), std::string::npos) << r->detail;
+  EXPECT_EQ(r->records_checked, 4u) << "the chain is walked to its end";
+  EXPECT_EQ(r->certificates_checked, 3u);
+
+  // A pinned root other than the one named: entry 1 and 3 no longer verify either; the first
+  // is reported, and the reason says the issuer is not pinned.
+  TrustAnchor other = anchor;
+  other.sign_pk = rogue.public_key();
+  other.key_id = RootKeyId(rogue.public_key());
+  const TrustAnchors wrong({other});
+  options.certificate_roots = &wrong;
+  r = VerifyChain(**store, options);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->finding, Finding::kBadCertificate) << r->detail;
+  EXPECT_EQ(r->first_bad_seq, 1u) << r->detail;
+  EXPECT_NE(r->detail.find("serial 5001"), std::string::npos) << r->detail;
 }
 
 }  // namespace
