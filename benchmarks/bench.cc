@@ -18,13 +18,20 @@
 //            own enrolled keys); the router holds its first snapshot before the window (issue 4)
 //   audited  the same through a chasqui-router that traces every exchange in chasqui-audit
 //            (its RocksDB in the temp dir) and relays each reply once its record is synced
+//   raw-tls, secured-tls, certs-tls
+//            raw, secured and certs again on a second nats-server, TLS-only (DESIGN.md:
+//            "connections use TLS"), its certificate from a local CA made by deploy/tls-ca.sh:
+//            what TLS costs NATS (raw-tls/raw) and the platform (secured-tls/secured), and the
+//            platform against raw NATS over the same TLS server (secured-tls/raw-tls)
 //
-// Every phase runs on the same nats-server with the same server settings: the bench's own
-// connections come from ConnectBus and every child gets the same `--nats URL`, so a run over
-// TLS is a change in those two places.
+// The plain phases run on one nats-server, the TLS phases on the other; the two differ only by
+// the `tls {}` block. The bench's own connections and every child's `--nats URL [--nats-ca
+// FILE]` come from one NatsEndpoint per server, so a phase over TLS differs from its plain twin
+// in nothing else.
 //
-// The bench starts nats-server, the routers, chasqui-audit and the forwarder in a temp dir,
-// runs the phases (raw, secured, certs, catalog, quota, audited),
+// The bench starts both nats-servers, the routers, chasqui-audit and the forwarders in a temp
+// dir, runs the phases (raw, secured, raw-tls, secured-tls, certs, catalog, certs-tls, quota,
+// audited),
 // prints one table and stops everything on every path out. Each phase keeps exactly K requests
 // in flight (each completion issues the next request on the thread that completed it), warms
 // up, then measures for --seconds: completions, errors, latency per request (steady clock), and
@@ -112,6 +119,8 @@ struct Config {
   std::string cli_bin;  // `chasqui`: enrolment and the catalog story
   bool skip_certs = false;
   bool skip_catalog = false;
+  bool skip_tls = false;
+  std::string tls_ca_script;  // deploy/tls-ca.sh
   std::string nats_server_bin = "nats-server";
   std::vector<std::string> router_extra_args;  // passed to chasqui-router as they are
 };
@@ -437,10 +446,25 @@ absl::StatusOr<PhaseResult> Drive(const Config& config, Load& load, std::string 
   return r;
 }
 
-absl::StatusOr<std::unique_ptr<Bus>> ConnectBus(const std::string& url, const std::string& name,
-                                                const Config& config) {
+// How the bench and its children reach one nats-server: the bench's buses (ConnectBus) and
+// every child's `--nats URL [--nats-ca FILE]`.
+struct NatsEndpoint {
+  std::string url;
+  std::string ca_file;  // the CA of a TLS-only server; empty for the plain one
+};
+
+// `args` of a child started with `--nats URL`, pointed at `endpoint` instead.
+std::vector<std::string> OnServer(std::vector<std::string> args, const NatsEndpoint& endpoint) {
+  *(std::find(args.begin(), args.end(), "--nats") + 1) = endpoint.url;
+  if (!endpoint.ca_file.empty()) args.insert(args.end(), {"--nats-ca", endpoint.ca_file});
+  return args;
+}
+
+absl::StatusOr<std::unique_ptr<Bus>> ConnectBus(const NatsEndpoint& endpoint,
+                                                const std::string& name, const Config& config) {
   BusOptions options;
-  options.url = url;
+  options.url = endpoint.url;
+  options.ca_file = endpoint.ca_file;
   options.name = name;
   options.send_asap = config.send_asap;
   return Bus::Connect(options);
@@ -473,9 +497,10 @@ std::string MuxOutcomeName(MuxOutcome outcome) {
   return "UNKNOWN";
 }
 
-absl::StatusOr<PhaseResult> RunRaw(const Config& config, const std::string& url,
-                                   const std::string& payload, ChildProcess& forwarder,
-                                   ChildProcess& router, ChildProcess& nats) {
+absl::StatusOr<PhaseResult> RunRaw(const Config& config, const NatsEndpoint& url,
+                                   const std::string& payload, const std::string& name,
+                                   ChildProcess& forwarder, ChildProcess& router,
+                                   ChildProcess& nats) {
   CHASQUI_ASSIGN_OR_RETURN(auto server_bus, ConnectBus(url, "chasqui-bench-raw-echo", config));
   CHASQUI_ASSIGN_OR_RETURN(auto client_bus, ConnectBus(url, "chasqui-bench-raw-load", config));
   Bus* sb = server_bus.get();
@@ -519,7 +544,7 @@ absl::StatusOr<PhaseResult> RunRaw(const Config& config, const std::string& url,
                    });
     if (!sent.ok() && load.Complete(started, "PUBLISH_FAILED")) load.IssueNext();
   });
-  auto result = Drive(config, load, "raw", forwarder, router, nats, [](Snapshot&) {});
+  auto result = Drive(config, load, name, forwarder, router, nats, [](Snapshot&) {});
   load.set_state(Load::State::kClosed);
   mux.reset();
   echo.reset();
@@ -542,12 +567,11 @@ Identity CopyIdentity(const Identity& id) {
 
 // `audit` is the chasqui-audit process the router traces into (or the chasqui-quota it draws
 // leases from), whose CPU is counted; null for neither.
-absl::StatusOr<PhaseResult> RunSecured(const Config& config, const std::string& url,
-                                       const std::string& payload, const Keys& keys,
-                                       int ops_port, ChildProcess& router,
-                                       ChildProcess& forwarder, ChildProcess& nats,
-                                       const std::string& name, ChildProcess* audit,
-                                       bool ramp_leases = false) {
+absl::StatusOr<PhaseResult> RunSecured(const Config& config, const NatsEndpoint& url,
+                                       const std::string& payload, const Keys& keys, int ops_port,
+                                       ChildProcess& router, ChildProcess& forwarder,
+                                       ChildProcess& nats, const std::string& name,
+                                       ChildProcess* audit, bool ramp_leases = false) {
   CHASQUI_ASSIGN_OR_RETURN(auto provider_bus, ConnectBus(url, "chasqui-bench-provider", config));
   CHASQUI_ASSIGN_OR_RETURN(auto consumer_bus, ConnectBus(url, "chasqui-bench-consumer", config));
   // After the buses, so they go first; each side has its own, as two gateways would.
@@ -731,16 +755,25 @@ struct CertPhases {
   double snapshot_version = 0;  // the catalog router's, before its window
 };
 
+// The phases over TLS; null when skipped.
+struct TlsPhases {
+  const PhaseResult* raw = nullptr;
+  const PhaseResult* secured = nullptr;
+  const PhaseResult* certs = nullptr;
+};
+
 std::string NoiseNote(double foreign_busy_cores) {
   return foreign_busy_cores > 0.15 ? "  (other load on this machine: figures are noisy)" : "";
 }
 
 // `quota` and `audited` are null when their phase was skipped.
 void PrintTable(const Config& config, const PhaseResult& raw, const PhaseResult& secured,
-                const PhaseResult* quota, const PhaseResult* audited, const CertPhases& cp) {
+                const PhaseResult* quota, const PhaseResult* audited, const CertPhases& cp,
+                const TlsPhases& tls) {
   std::vector<const PhaseResult*> phases = {&raw, &secured};
-  if (cp.certs != nullptr) phases.push_back(cp.certs);
-  if (cp.catalog != nullptr) phases.push_back(cp.catalog);
+  for (const PhaseResult* r : {tls.raw, tls.secured, cp.certs, cp.catalog, tls.certs}) {
+    if (r != nullptr) phases.push_back(r);
+  }
   if (quota != nullptr) phases.push_back(quota);
   if (audited != nullptr) phases.push_back(audited);
   std::cout << fmt::format(
@@ -748,15 +781,58 @@ void PrintTable(const Config& config, const PhaseResult& raw, const PhaseResult&
       "send_asap={}\n",
       config.payload, config.inflight, config.seconds, config.warmup_seconds,
       config.send_asap ? "on" : "off");
-  std::cout << fmt::format("{:<9} {:>8} {:>7} {:>7} {:>7}  {}\n", "phase", "req/s", "p50 ms",
+  std::cout << fmt::format("{:<11} {:>8} {:>7} {:>7} {:>7}  {}\n", "phase", "req/s", "p50 ms",
                            "p99 ms", "errors", "proc CPU us/req");
   for (const PhaseResult* r : phases) {
-    std::cout << fmt::format("{:<9} {:>8.0f} {:>7.2f} {:>7.2f} {:>7}  {} {:.1f}\n", r->name, r->rps,
-                             r->p50_ms, r->p99_ms, r->error_count, r->proc_name, r->proc_cpu_us);
+    std::cout << fmt::format("{:<11} {:>8.0f} {:>7.2f} {:>7.2f} {:>7}  {} {:.1f}\n", r->name,
+                             r->rps, r->p50_ms, r->p99_ms, r->error_count, r->proc_name,
+                             r->proc_cpu_us);
   }
   std::cout << fmt::format("ratio secured/raw: {:.2f}   router CPU / forwarder CPU: {:.2f}\n",
                            Ratio(secured.rps, raw.rps),
                            Ratio(secured.proc_cpu_us, raw.proc_cpu_us));
+  if (tls.raw != nullptr && tls.secured != nullptr) {
+    const PhaseResult& rt = *tls.raw;
+    const PhaseResult& st = *tls.secured;
+    std::cout << "over TLS (raw-tls, secured-tls" << (tls.certs != nullptr ? ", certs-tls" : "")
+              << "): a second nats-server, TLS-only (certificate from a local CA), otherwise as "
+                 "the first; every connection of the phase over TLS\n";
+    std::cout << fmt::format(
+        "ratio secured-tls/raw-tls: {:.2f}   raw-tls/raw: {:.3f} ({:+.1f}%, what TLS costs NATS)"
+        "   secured-tls/secured: {:.3f} ({:+.1f}%, what TLS costs the platform)   router CPU / "
+        "forwarder CPU over TLS: {:.2f}\n",
+        Ratio(st.rps, rt.rps), Ratio(rt.rps, raw.rps), 100 * (Ratio(rt.rps, raw.rps) - 1),
+        Ratio(st.rps, secured.rps), 100 * (Ratio(st.rps, secured.rps) - 1),
+        Ratio(st.proc_cpu_us, rt.proc_cpu_us));
+    std::cout << fmt::format(
+        "CPU us/req plain / TLS: forwarder {:.1f} / {:.1f}, router {:.1f} / {:.1f}; nats-server "
+        "raw {:.1f} / {:.1f}, secured {:.1f} / {:.1f}; bench process raw {:.1f} / {:.1f}, "
+        "secured {:.1f} / {:.1f}\n",
+        raw.proc_cpu_us, rt.proc_cpu_us, secured.proc_cpu_us, st.proc_cpu_us, raw.nats_cpu_us,
+        rt.nats_cpu_us, secured.nats_cpu_us, st.nats_cpu_us, raw.bench_cpu_us, rt.bench_cpu_us,
+        secured.bench_cpu_us, st.bench_cpu_us);
+    // On a saturated machine throughput follows CPU per request; these sums are also less
+    // sensitive than req/s to load from outside the run.
+    auto total = [](const PhaseResult& r) {
+      return r.proc_cpu_us + r.nats_cpu_us + r.bench_cpu_us;
+    };
+    std::cout << fmt::format(
+        "forwarder or router + nats-server + bench process, us/req plain / TLS: raw {:.1f} / "
+        "{:.1f} ({:+.1f}%), secured {:.1f} / {:.1f} ({:+.1f}%)\n",
+        total(raw), total(rt), 100 * (Ratio(total(rt), total(raw)) - 1), total(secured),
+        total(st), 100 * (Ratio(total(st), total(secured)) - 1));
+    if (tls.certs != nullptr) {
+      const PhaseResult& ct = *tls.certs;
+      std::cout << fmt::format(
+          "ratio certs-tls/secured-tls: {:.3f}   certs-tls/raw-tls: {:.2f}{}   router CPU "
+          "certs-tls {:.1f} us/req\n",
+          Ratio(ct.rps, st.rps), Ratio(ct.rps, rt.rps),
+          cp.certs != nullptr
+              ? fmt::format("   certs-tls/certs: {:.3f}", Ratio(ct.rps, cp.certs->rps))
+              : "",
+          ct.proc_cpu_us);
+    }
+  }
   if (cp.certs != nullptr || cp.catalog != nullptr) {
     std::cout << "on certificates (certs, catalog): the router (--roots/--cert) and both SDK "
                  "sides (each its own CertificateTrust, as a gateway), all enrolled through a "
@@ -823,7 +899,8 @@ void PrintTable(const Config& config, const PhaseResult& raw, const PhaseResult&
       std::max(raw.foreign_busy_cores, secured.foreign_busy_cores) > 0.15
           ? "  (other load on this machine: figures are noisy)"
           : "");
-  for (const PhaseResult* r : {cp.certs, cp.catalog, quota, audited}) {
+  for (const PhaseResult* r :
+       {tls.raw, tls.secured, cp.certs, cp.catalog, tls.certs, quota, audited}) {
     if (r == nullptr) continue;
     std::cout << fmt::format("machine, {}: busy {:.2f}; outside this run {:.2f}{}\n", r->name,
                              r->machine_busy_cores, r->foreign_busy_cores,
@@ -861,7 +938,8 @@ nlohmann::json PhaseJson(const PhaseResult& r) {
 }
 
 void PrintJson(const Config& config, const PhaseResult& raw, const PhaseResult& secured,
-               const PhaseResult* quota, const PhaseResult* audited, const CertPhases& cp) {
+               const PhaseResult* quota, const PhaseResult* audited, const CertPhases& cp,
+               const TlsPhases& tls) {
   nlohmann::json j = {{"payload", config.payload},
                       {"inflight", config.inflight},
                       {"seconds", config.seconds},
@@ -891,6 +969,26 @@ void PrintJson(const Config& config, const PhaseResult& raw, const PhaseResult& 
     j["catalog_snapshot_version"] = cp.snapshot_version;
     j["ratio_catalog_secured"] = Ratio(cp.catalog->rps, secured.rps);
     j["ratio_catalog_raw"] = Ratio(cp.catalog->rps, raw.rps);
+  }
+  if (tls.raw != nullptr && tls.secured != nullptr) {
+    j["raw_tls"] = PhaseJson(*tls.raw);
+    j["secured_tls"] = PhaseJson(*tls.secured);
+    j["ratio_secured_tls_raw_tls"] = Ratio(tls.secured->rps, tls.raw->rps);
+    j["ratio_raw_tls_raw"] = Ratio(tls.raw->rps, raw.rps);
+    j["ratio_secured_tls_secured"] = Ratio(tls.secured->rps, secured.rps);
+    j["ratio_router_forwarder_cpu_tls"] = Ratio(tls.secured->proc_cpu_us, tls.raw->proc_cpu_us);
+    // proc + nats-server + bench process, per request: TLS's CPU cost, less noisy than req/s.
+    auto total = [](const PhaseResult* r) {
+      return r->proc_cpu_us + r->nats_cpu_us + r->bench_cpu_us;
+    };
+    j["ratio_cpu_raw_tls_raw"] = Ratio(total(tls.raw), total(&raw));
+    j["ratio_cpu_secured_tls_secured"] = Ratio(total(tls.secured), total(&secured));
+    if (tls.certs != nullptr) {
+      j["certs_tls"] = PhaseJson(*tls.certs);  // audit_cpu_us_per_req: chasqui-crypto's
+      j["ratio_certs_tls_secured_tls"] = Ratio(tls.certs->rps, tls.secured->rps);
+      j["ratio_certs_tls_raw_tls"] = Ratio(tls.certs->rps, tls.raw->rps);
+      if (cp.certs != nullptr) j["ratio_certs_tls_certs"] = Ratio(tls.certs->rps, cp.certs->rps);
+    }
   }
   if (audited != nullptr) {
     j["audited"] = PhaseJson(*audited);
@@ -950,7 +1048,7 @@ absl::StatusOr<PhaseResult> RunQuota(const Config& config, const std::string& ur
                            ChildProcess::Start("router", router_args, dir.File("router-quota.log")));
   int ops_port = 0;
   CHASQUI_RETURN_IF_ERROR(WaitForRouter(*router, &ops_port));
-  auto phase = RunSecured(config, url, payload, keys, ops_port, *router, forwarder, nats, "quota",
+  auto phase = RunSecured(config, {url}, payload, keys, ops_port, *router, forwarder, nats, "quota",
                           quota.get(), /*ramp_leases=*/true);
   if (!phase.ok() && !absl::IsCancelled(phase.status())) {
     return absl::Status(phase.status().code(),
@@ -1066,6 +1164,24 @@ absl::StatusOr<std::string> IssueToken(const Config& config, const Pki& pki, Tem
   return token;
 }
 
+// `chasqui-crypto serve` on `pki`'s store (nobody else holding it), connected to `endpoint`,
+// once its /readyz answers 200.
+absl::StatusOr<std::unique_ptr<ChildProcess>> StartCrypto(const Config& config, const Pki& pki,
+                                                          const NatsEndpoint& endpoint,
+                                                          const std::string& log) {
+  CHASQUI_ASSIGN_OR_RETURN(
+      auto crypto,
+      ChildProcess::Start(
+          "crypto",
+          OnServer({config.crypto_bin, "serve", "--data", pki.crypto_data, "--passphrase-file",
+                    pki.root_passphrase, "--env", kEnv, "--nats", "", "--ops-port", "0"},
+                   endpoint),
+          log));
+  int ops_port = 0;
+  CHASQUI_RETURN_IF_ERROR(WaitForRouter(*crypto, &ops_port));
+  return crypto;
+}
+
 // Root ceremony, keys, tokens, the crypto service, every enrolment; with `with_catalog` the
 // catalog too (key, enrolment, service) and its story: both entities adhered, the provider's
 // `echo` published, the consumer's access approved in `test`, its end user registered.
@@ -1151,15 +1267,7 @@ absl::StatusOr<std::unique_ptr<Pki>> StartPki(const Config& config, const std::s
                      dir.File("catalog-enrol.log")});
   }
 
-  CHASQUI_ASSIGN_OR_RETURN(
-      pki->crypto,
-      ChildProcess::Start("crypto",
-                          {config.crypto_bin, "serve", "--data", pki->crypto_data,
-                           "--passphrase-file", pki->root_passphrase, "--env", kEnv, "--nats",
-                           url, "--ops-port", "0"},
-                          dir.File("crypto.log")));
-  int crypto_ops = 0;
-  CHASQUI_RETURN_IF_ERROR(WaitForRouter(*pki->crypto, &crypto_ops));
+  CHASQUI_ASSIGN_OR_RETURN(pki->crypto, StartCrypto(config, *pki, {url}, dir.File("crypto.log")));
   absl::Status enrolled = RunToEnd(enrol);
   for (const std::string& f : token_files) std::filesystem::remove(f, ec);
   CHASQUI_RETURN_IF_ERROR(enrolled);
@@ -1271,19 +1379,19 @@ std::vector<std::string> CertificateRouterArgs(std::vector<std::string> args, co
   return args;
 }
 
-// The secured phase through a router on certificates (`catalog`: following chasqui-catalog
-// too, with its first snapshot in place before anything is measured). `snapshot_version` gets
-// the router's catalog snapshot version.
-absl::StatusOr<PhaseResult> RunOnCertificates(const Config& config, const std::string& url,
+// The secured phase `name` through a router on certificates (`catalog`: following
+// chasqui-catalog too, with its first snapshot in place before anything is measured), on the
+// nats-server of `url` (`router_args` already point at it). `snapshot_version` gets the router's
+// catalog snapshot version.
+absl::StatusOr<PhaseResult> RunOnCertificates(const Config& config, const NatsEndpoint& url,
                                               const std::string& payload, const Keys& keys,
                                               const std::vector<std::string>& router_args,
-                                              const Pki& pki, TempDir& dir, bool catalog,
-                                              ChildProcess& forwarder, ChildProcess& nats,
-                                              double* snapshot_version) {
-  const std::string name = catalog ? "catalog" : "certs";
+                                              const Pki& pki, TempDir& dir, const std::string& name,
+                                              bool catalog, ChildProcess& forwarder,
+                                              ChildProcess& nats, double* snapshot_version) {
   CHASQUI_ASSIGN_OR_RETURN(
       auto router,
-      ChildProcess::Start("router",
+      ChildProcess::Start(url.ca_file.empty() ? "router" : "router-tls",
                           CertificateRouterArgs(router_args, pki,
                                                 std::string(kRouterId) + "-" + name, catalog),
                           dir.File("router-" + name + ".log")));
@@ -1310,6 +1418,90 @@ absl::StatusOr<PhaseResult> RunOnCertificates(const Config& config, const std::s
   }
   router->Stop();
   return phase;
+}
+
+// ---- Over TLS ----
+
+// The last non-empty line of `text`, for a one-line error.
+std::string LastLine(std::string_view text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.remove_suffix(1);
+  const size_t nl = text.rfind('\n');
+  return std::string(nl == std::string_view::npos ? text : text.substr(nl + 1));
+}
+
+// A TLS failure ends the run in one line, before anything is measured.
+absl::Status TlsError(const absl::Status& status, std::string_view what, std::string_view detail) {
+  if (absl::IsCancelled(status)) return status;
+  return absl::Status(status.code(),
+                      fmt::format("TLS: {}: {} (--skip-tls leaves the TLS phases out)", what,
+                                  detail.empty() ? std::string_view("no output") : detail));
+}
+
+struct TlsServer {
+  std::unique_ptr<ChildProcess> nats;
+  NatsEndpoint endpoint;
+};
+
+// A second nats-server with the first one's settings, plus the `tls {}` block `chasqui
+// nats-config --tls-cert --tls-key` writes (TLS-only: it refuses plain clients), on a
+// certificate from a local CA made by deploy/tls-ca.sh in the temp dir (private keys mode 0600,
+// never printed). Checked with a connection of the bench's own, over TLS with the CA, before it
+// is returned.
+absl::StatusOr<TlsServer> StartTlsServer(const Config& config, TempDir& dir) {
+  const std::string tls_dir = dir.File("tls");
+  absl::Status made =
+      RunToEnd({{"tls-ca.sh", {"bash", config.tls_ca_script, tls_dir}, dir.File("tls-ca.log")}});
+  if (!made.ok()) {
+    std::string why = LastLine(ReadFileOrEmpty(dir.File("tls-ca.log")));
+    if (why.empty()) why = LastLine(MessageOf(made));
+    return TlsError(made, fmt::format("{} did not make the CA", config.tls_ca_script), why);
+  }
+  for (const char* key : {"ca.key", "server.key"}) {
+    std::error_code ec;
+    const auto perms = std::filesystem::status(tls_dir + "/" + key, ec).permissions();
+    if (ec || (perms & std::filesystem::perms::all) !=
+                  (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write)) {
+      return TlsError(absl::FailedPreconditionError(""), fmt::format("{}/{}", tls_dir, key),
+                      ec ? ec.message() : "not mode 0600");
+    }
+  }
+  const std::string conf = dir.File("nats-tls.conf");
+  CHASQUI_RETURN_IF_ERROR(WriteFileDurably(
+      conf,
+      fmt::format("tls {{\n  cert_file: \"{0}/server.crt\"\n  key_file: \"{0}/server.key\"\n"
+                  "  timeout: 2\n}}\n",
+                  tls_dir),
+      0600, /*replace=*/true));
+
+  TlsServer server;
+  CHASQUI_ASSIGN_OR_RETURN(
+      server.nats,
+      ChildProcess::Start("nats-server-tls",
+                          {config.nats_server_bin, "-c", conf, "-a", "127.0.0.1", "-p", "-1",
+                           "--ports_file_dir", tls_dir, "-l", dir.File("nats-tls.log")},
+                          dir.File("nats-tls.out")));
+  const std::string ports_file =
+      fmt::format("{}/nats-server_{}.ports", tls_dir, server.nats->pid());
+  absl::Status started = WaitForChild(*server.nats, "ports file", [&] {
+    server.endpoint.url = NatsUrlFromPortsFile(ReadFileOrEmpty(ports_file));
+    return !server.endpoint.url.empty();
+  });
+  if (!started.ok()) {
+    std::string why = LastLine(ReadFileOrEmpty(dir.File("nats-tls.out")));
+    if (why.empty()) why = LastLine(ReadFileOrEmpty(dir.File("nats-tls.log")));
+    return TlsError(
+        started,
+        fmt::format("nats-server (TLS-only, {}) did not start ({})", conf,
+                    server.nats->Running() ? "no ports file" : server.nats->ExitDescription()),
+        why);
+  }
+  server.endpoint.ca_file = tls_dir + "/ca.crt";
+  auto probe = ConnectBus(server.endpoint, "chasqui-bench-tls-probe", config);
+  if (!probe.ok()) {
+    return TlsError(probe.status(), fmt::format("cannot connect to {}", server.endpoint.url),
+                    MessageOf(probe.status()));
+  }
+  return server;
 }
 
 // Returns the process exit code: 0 clean, 1 errors in a phase, 2 the run could not happen.
@@ -1339,6 +1531,7 @@ absl::StatusOr<int> Run(Config config) {
   if (config.cli_bin.empty()) {
     config.cli_bin = NextTo(exe_dir, "../services/gateway/chasqui", "chasqui");
   }
+  if (config.tls_ca_script.empty()) config.tls_ca_script = CHASQUI_SOURCE_DIR "/deploy/tls-ca.sh";
 
   CHASQUI_ASSIGN_OR_RETURN(auto dir, TempDir::Create("chasqui-bench"));
   if (config.keep_dir) dir->Keep();
@@ -1355,6 +1548,12 @@ absl::StatusOr<int> Run(Config config) {
     url = NatsUrlFromPortsFile(ReadFileOrEmpty(ports_file));
     return !url.empty();
   }));
+  // The TLS-only server from the start, so a TLS problem ends the run before anything is
+  // measured; idle until its phases.
+  std::optional<TlsServer> tls;
+  if (!config.skip_tls) {
+    CHASQUI_ASSIGN_OR_RETURN(tls, StartTlsServer(config, *dir));
+  }
 
   // Keys: the bench's consumer and provider stay in memory; the router's goes to a file.
   Keys keys;
@@ -1412,14 +1611,14 @@ absl::StatusOr<int> Run(Config config) {
   }));
 
   const std::string payload(config.payload, 'x');
-  auto raw = RunRaw(config, url, payload, *forwarder, *router, *nats);
+  auto raw = RunRaw(config, {url}, payload, "raw", *forwarder, *router, *nats);
   if (!raw.ok() && absl::IsCancelled(raw.status())) return raw.status();
   if (!raw.ok()) {
     return absl::Status(raw.status().code(),
                         fmt::format("raw phase: {}\nforwarder log:\n{}", MessageOf(raw.status()),
                                     forwarder->LogTail()));
   }
-  auto secured = RunSecured(config, url, payload, keys, ops_port, *router, *forwarder, *nats,
+  auto secured = RunSecured(config, {url}, payload, keys, ops_port, *router, *forwarder, *nats,
                             "secured", nullptr);
   if (!secured.ok() && absl::IsCancelled(secured.status())) return secured.status();
   if (!secured.ok()) {
@@ -1430,8 +1629,49 @@ absl::StatusOr<int> Run(Config config) {
   // Both routers would share the queue group: the untraced one leaves before the next comes.
   router->Stop();
 
+  // raw and secured again on the TLS-only server, with the same flags and their own forwarder
+  // and router. The forwarder stays, idle, for certs-tls (as the plain one does for certs).
+  std::optional<PhaseResult> raw_tls, secured_tls, certs_tls;
+  std::unique_ptr<ChildProcess> tls_forwarder;
+  if (tls) {
+    std::vector<std::string> tls_router_args = OnServer(router_args, tls->endpoint);
+    *(std::find(tls_router_args.begin(), tls_router_args.end(), "--id") + 1) =
+        std::string(kRouterId) + "-tls";
+    CHASQUI_ASSIGN_OR_RETURN(auto tls_router, ChildProcess::Start("router-tls", tls_router_args,
+                                                                  dir->File("router-tls.log")));
+    CHASQUI_ASSIGN_OR_RETURN(
+        tls_forwarder, ChildProcess::Start("forwarder-tls", OnServer(forwarder_args, tls->endpoint),
+                                           dir->File("forwarder-tls.log")));
+    int tls_ops_port = 0;
+    CHASQUI_RETURN_IF_ERROR(WaitForRouter(*tls_router, &tls_ops_port));
+    CHASQUI_RETURN_IF_ERROR(WaitForChild(*tls_forwarder, "ready line in its log", [&] {
+      return ReadFileOrEmpty(tls_forwarder->log_path()).find("forwarder ready") !=
+             std::string::npos;
+    }));
+    auto phase =
+        RunRaw(config, tls->endpoint, payload, "raw-tls", *tls_forwarder, *tls_router, *tls->nats);
+    if (!phase.ok() && absl::IsCancelled(phase.status())) return phase.status();
+    if (!phase.ok()) {
+      return absl::Status(phase.status().code(),
+                          fmt::format("raw-tls phase: {}\nforwarder-tls log:\n{}",
+                                      MessageOf(phase.status()), tls_forwarder->LogTail()));
+    }
+    raw_tls = *std::move(phase);
+    phase = RunSecured(config, tls->endpoint, payload, keys, tls_ops_port, *tls_router,
+                       *tls_forwarder, *tls->nats, "secured-tls", nullptr);
+    if (!phase.ok() && absl::IsCancelled(phase.status())) return phase.status();
+    if (!phase.ok()) {
+      return absl::Status(phase.status().code(),
+                          fmt::format("secured-tls phase: {}\nrouter-tls log:\n{}",
+                                      MessageOf(phase.status()), tls_router->LogTail()));
+    }
+    secured_tls = *std::move(phase);
+    tls_router->Stop();
+  }
+
   // On certificates: the router, and both SDK sides as gateways, with a real chasqui-crypto;
   // then the same router following a real chasqui-catalog. The services stop after them.
+  // Then certs again on the TLS server, with the crypto service serving the same store there.
   std::optional<PhaseResult> certs, catalog;
   double snapshot_version = 0;
   if (!config.skip_certs || !config.skip_catalog) {
@@ -1439,13 +1679,28 @@ absl::StatusOr<int> Run(Config config) {
     CHASQUI_ASSIGN_OR_RETURN(Keys certified, CertifiedKeys(*pki));
     for (const bool follow : {false, true}) {
       if (follow ? config.skip_catalog : config.skip_certs) continue;
-      auto phase = RunOnCertificates(config, url, payload, certified, router_args, *pki, *dir,
-                                     follow, *forwarder, *nats, &snapshot_version);
+      auto phase = RunOnCertificates(config, {url}, payload, certified, router_args, *pki, *dir,
+                                     follow ? "catalog" : "certs", follow, *forwarder, *nats,
+                                     &snapshot_version);
       if (!phase.ok()) return phase.status();
       (follow ? catalog : certs) = *std::move(phase);
     }
     if (pki->catalog) pki->catalog->Stop();
     pki->crypto->Stop();
+    if (tls && !config.skip_certs) {
+      CHASQUI_ASSIGN_OR_RETURN(
+          pki->crypto, StartCrypto(config, *pki, tls->endpoint, dir->File("crypto-tls.log")));
+      auto phase = RunOnCertificates(
+          config, tls->endpoint, payload, certified, OnServer(router_args, tls->endpoint), *pki,
+          *dir, "certs-tls", /*catalog=*/false, *tls_forwarder, *tls->nats, &snapshot_version);
+      if (!phase.ok()) return phase.status();
+      certs_tls = *std::move(phase);
+      pki->crypto->Stop();
+    }
+  }
+  if (tls) {
+    tls_forwarder->Stop();
+    tls->nats->Stop();
   }
 
   std::optional<PhaseResult> quota;
@@ -1471,7 +1726,7 @@ absl::StatusOr<int> Run(Config config) {
                                                                  dir->File("router-audited.log")));
     int audited_ops_port = 0;
     CHASQUI_RETURN_IF_ERROR(WaitForRouter(*audited_router, &audited_ops_port));
-    auto phase = RunSecured(config, url, payload, keys, audited_ops_port, *audited_router,
+    auto phase = RunSecured(config, {url}, payload, keys, audited_ops_port, *audited_router,
                             *forwarder, *nats, "audited", audit.get());
     if (!phase.ok() && absl::IsCancelled(phase.status())) return phase.status();
     if (!phase.ok()) {
@@ -1486,8 +1741,12 @@ absl::StatusOr<int> Run(Config config) {
   const PhaseResult* quota_ptr = quota ? &*quota : nullptr;
   const CertPhases cert_phases{certs ? &*certs : nullptr, catalog ? &*catalog : nullptr,
                                snapshot_version};
-  PrintTable(config, *raw, *secured, quota_ptr, audited_ptr, cert_phases);
-  if (config.json) PrintJson(config, *raw, *secured, quota_ptr, audited_ptr, cert_phases);
+  const TlsPhases tls_phases{raw_tls ? &*raw_tls : nullptr, secured_tls ? &*secured_tls : nullptr,
+                             certs_tls ? &*certs_tls : nullptr};
+  PrintTable(config, *raw, *secured, quota_ptr, audited_ptr, cert_phases, tls_phases);
+  if (config.json) {
+    PrintJson(config, *raw, *secured, quota_ptr, audited_ptr, cert_phases, tls_phases);
+  }
 
   // Stop the children before the temp dir goes (they are also stopped on every error path).
   forwarder->Stop();
@@ -1495,9 +1754,11 @@ absl::StatusOr<int> Run(Config config) {
   if (audit) audit->Stop();
   nats->Stop();
   if (config.keep_dir) std::cout << "logs and keys kept in " << dir->path() << "\n";
-  const uint64_t errors = raw->error_count + secured->error_count +
-                          (quota ? quota->error_count : 0) + (audited ? audited->error_count : 0) +
-                          (certs ? certs->error_count : 0) + (catalog ? catalog->error_count : 0);
+  const uint64_t errors =
+      raw->error_count + secured->error_count + (quota ? quota->error_count : 0) +
+      (audited ? audited->error_count : 0) + (certs ? certs->error_count : 0) +
+      (catalog ? catalog->error_count : 0) + (raw_tls ? raw_tls->error_count : 0) +
+      (secured_tls ? secured_tls->error_count : 0) + (certs_tls ? certs_tls->error_count : 0);
   return errors > 0 ? 1 : 0;
 }
 
@@ -1547,6 +1808,12 @@ int main(int argc, char** argv) {
                "leave out the phase on certificates (router and SDK sides on chasqui-crypto)");
   app.add_flag("--skip-catalog", config.skip_catalog,
                "leave out the phase with the router following chasqui-catalog");
+  app.add_flag("--skip-tls", config.skip_tls,
+               "leave out the phases over TLS (raw-tls, secured-tls, certs-tls: a second, "
+               "TLS-only nats-server)");
+  app.add_option("--tls-ca-script", config.tls_ca_script,
+                 "makes the TLS server's CA and certificate (default: deploy/tls-ca.sh of the "
+                 "source tree this bench was built from)");
   CLI11_PARSE(app, argc, argv);
 
   std::signal(SIGPIPE, SIG_IGN);

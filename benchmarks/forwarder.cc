@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
 
   CLI::App app{"chasqui-forwarder: a bare two-hop forwarder, the raw baseline of chasqui-bench"};
   app.add_option("--nats", bus_options.url, "NATS server URL");
+  app.add_option("--nats-ca", bus_options.ca_file, "nats-server's CA (PEM): connect over TLS");
   app.add_option("--timeout-ms", timeout_ms, "wait this long for the responder");
   app.add_flag("--send-asap", bus_options.send_asap,
                "flush every publish at once (lower latency, lower pipelined throughput)");
