@@ -306,6 +306,15 @@ VerifyReport VerifyWith(KvStore& store, const PublicIdentity& key) {
   return report.ok() ? *report : VerifyReport{};
 }
 
+// Appends records first..last, each acknowledged before the next is sent.
+bool AppendOneByOne(AuditChain& chain, Outcomes& outcomes, uint64_t first, uint64_t last) {
+  for (uint64_t i = first; i <= last; ++i) {
+    chain.Append(MakeRecord(i), outcomes.For(i));
+    if (!outcomes.WaitFor(i)) return false;
+  }
+  return true;
+}
+
 TEST_F(AuditChainTest, AppendsAreAcknowledgedWhileTheSignerIsBlockedAndTheNextCheckpointCovers) {
   GatedSigner signer;
   auto chain = Open({.env = "test", .checkpoint_every_records = 2,
@@ -313,10 +322,7 @@ TEST_F(AuditChainTest, AppendsAreAcknowledgedWhileTheSignerIsBlockedAndTheNextCh
                     &signer);
   signer.Hold();
   Outcomes outcomes;
-  for (uint64_t i = 1; i <= 2; ++i) {
-    chain->Append(MakeRecord(i), outcomes.For(i));
-    ASSERT_TRUE(outcomes.WaitFor(i));
-  }
+  ASSERT_TRUE(AppendOneByOne(*chain, outcomes, 1, 2));
   ASSERT_TRUE(signer.WaitForCalls(1)) << "a checkpoint was due at seq 2";
   // The signer does not answer: every append is still acknowledged durable.
   for (uint64_t i = 3; i <= 10; ++i) chain->Append(MakeRecord(i), outcomes.For(i));
@@ -356,10 +362,7 @@ TEST_F(AuditChainTest, FailedSignatureIsRetriedAfterTheIntervalWithOneLinePerOut
                      .checkpoint_every_ms = 3'600'000, .checkpoint_retry_ms = 1'000},
                     &signer);
   Outcomes outcomes;
-  for (uint64_t i = 1; i <= 2; ++i) {
-    chain->Append(MakeRecord(i), outcomes.For(i));
-    ASSERT_TRUE(outcomes.WaitFor(i));
-  }
+  ASSERT_TRUE(AppendOneByOne(*chain, outcomes, 1, 2));
   ASSERT_TRUE(::chasqui::testing::WaitFor([&] { return chain->stats().signature_failures == 1; }));
   // Before the retry interval: acknowledged, not signed, not asked again.
   for (uint64_t i = 3; i <= 4; ++i) {
@@ -403,10 +406,7 @@ TEST_F(AuditChainTest, StopWaitsForTheSignatureInFlightAndLeavesTheWholeChainSig
                     &signer);
   signer.Hold();
   Outcomes outcomes;
-  for (uint64_t i = 1; i <= 2; ++i) {
-    chain->Append(MakeRecord(i), outcomes.For(i));
-    ASSERT_TRUE(outcomes.WaitFor(i));
-  }
+  ASSERT_TRUE(AppendOneByOne(*chain, outcomes, 1, 2));
   ASSERT_TRUE(signer.WaitForCalls(1));
   for (uint64_t i = 3; i <= 5; ++i) chain->Append(MakeRecord(i), outcomes.For(i));
   ASSERT_TRUE(outcomes.WaitFor(5));
