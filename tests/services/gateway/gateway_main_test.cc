@@ -153,6 +153,26 @@ TEST_F(GatewayConfigTest, EmptyApiKeyFileIsRefused) {
   ExpectStops(Args() + "--api-key-file " + dir_.File("absent.key"), dir_.File("absent.key"));
 }
 
+TEST_F(GatewayConfigTest, NextKeyOfARotationIsCheckedBeforeAnythingStarts) {
+  Identity other = GenerateIdentity("segip", "test", Role::kEntity);
+  Identity prod = GenerateIdentity("sin", "prod", Role::kEntity);
+  ASSERT_TRUE(WriteIdentity(dir_.File("segip.key"), other).ok());
+  ASSERT_TRUE(WriteIdentity(dir_.File("sin.prod.key"), prod).ok());
+  const std::string serve = "--serve persona_consulta=http://127.0.0.1:1/x ";
+  ExpectStops(Args() + serve + "--next-key " + dir_.File("segip.key"),
+              "expected sin's next entity key for test");
+  ExpectStops(Args() + serve + "--next-key " + dir_.File("sin.prod.key"),
+              "expected sin's next entity key for test");
+  ExpectStops(Args() + serve + "--next-key " + dir_.File("sin.key"), "is the --key's own");
+  ExpectStops(Args() + serve + "--next-key " + dir_.File("absent.key"), dir_.File("absent.key"));
+  ExpectStops(Args() + "--next-key " + dir_.File("sin.key"),
+              "only the provider side uses it");
+  ExpectStops(Args() + serve + "--next-cert " + dir_.File("sin.key"), "give the key too");
+  ExpectStops(Args() + serve + "--next-key " + dir_.File("segip.key") + " --next-cert " +
+                  dir_.File("segip.key"),
+              "certificates need --roots");
+}
+
 TEST_F(GatewayConfigTest, MissingEnvIsRefused) {
   Outcome o = RunGateway("--key " + dir_.File("sin.key") + " --trust " + dir_.File("trust.json"));
   EXPECT_EQ(o.exit_code, 2) << o.output;
